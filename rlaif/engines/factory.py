@@ -1,0 +1,69 @@
+"""Pick and build engines; share one engine between stages when generator and judge are the same model."""
+
+from __future__ import annotations
+
+import os
+
+from rlaif.errors import RlaifError
+
+
+def choose_backend(requested: str) -> str:
+    """auto -> vllm when CUDA and vllm are both available, else hf."""
+    if requested in ("hf", "vllm"):
+        return requested
+    if requested != "auto":
+        raise RlaifError(f"unknown engine {requested!r}", "--engine", "use auto, hf or vllm")
+    try:
+        import importlib.util
+
+        import torch
+
+        return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+    except ImportError:
+        return "hf"
+
+
+class EnginePool:
+    """Builds engines on first use and reuses them by (backend, model)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.backend = choose_backend(cfg.engine)
+        self._engines = {}
+
+    def get(self, model: str, base_url: str | None = None):
+        key = (self.backend if not model.startswith("openai:") else "openai", model, base_url)
+        if key not in self._engines:
+            self._engines[key] = self._build(model, base_url)
+        return self._engines[key]
+
+    def _build(self, model: str, base_url: str | None):
+        cfg = self.cfg
+        if model.startswith("openai:"):
+            from rlaif.engines.openai import OpenAIEngine
+
+            if not base_url:
+                raise RlaifError(f"{model} needs an endpoint", "--judge-base-url/--policy-base-url",
+                                 "pass the server's base URL, e.g. http://127.0.0.1:8000/v1")
+            return OpenAIEngine(model.removeprefix("openai:"), base_url, api_key=os.environ.get("OPENAI_API_KEY"),
+                                concurrency=cfg.judge.concurrency)
+        from rlaif.models import resolve
+
+        path, identity = resolve(model)
+        if self.backend == "vllm":
+            try:
+                from rlaif.engines.vllm import VLLMEngine
+            except ImportError as e:
+                raise RlaifError(f"vllm is not installed ({e})", "--engine vllm",
+                                 "install the vllm extra (see README) or use --engine hf") from None
+            return VLLMEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                              tensor_parallel_size=cfg.tensor_parallel_size, data_parallel_size=cfg.data_parallel_size,
+                              seed=cfg.seed)
+        from rlaif.engines.hf import HFEngine
+
+        return HFEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+
+    def close(self):
+        for e in self._engines.values():
+            e.close()
+        self._engines.clear()

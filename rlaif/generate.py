@@ -1,0 +1,99 @@
+"""Generate stage: prompts -> pairs. Two samples per prompt, with distinct seeds, batch by batch.
+
+Batches are fixed by position in the prompt list, and each batch's seeds derive from the run seed and
+the batch's first pair id, so a resumed run regenerates exactly what an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rlaif import ROOT
+from rlaif.errors import RlaifError
+from rlaif.records import Pair, to_dict
+from rlaif.store import append_jsonl, read_jsonl
+
+DEFAULT_PROMPTS = ROOT / "data" / "prompts" / "safety.jsonl"
+
+
+def derive_seed(*parts) -> int:
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+
+
+def load_prompts(path: str | None, limit: int = 0) -> list[str]:
+    """A .jsonl with a `prompt` field, or a .txt file with one prompt per line. Blank prompts are errors."""
+    p = Path(path) if path else DEFAULT_PROMPTS
+    if p.suffix not in (".jsonl", ".txt"):
+        raise RlaifError(f"unsupported prompt file type {p.suffix!r}", str(p), "use .jsonl (a `prompt` field per line) or .txt")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RlaifError("prompt file not found", str(p), "pass an existing file to --prompts") from None
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[:e.start].count(b"\n") + 1
+        raise RlaifError(f"not valid UTF-8 (byte {e.start})", f"{p}:{line}", "save the file as UTF-8") from None
+    except IsADirectoryError:
+        raise RlaifError("is a folder, not a prompt file", str(p), "pass a .jsonl or .txt file") from None
+    prompts = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if p.suffix == ".txt":
+            prompt = line
+        elif not line.strip():
+            continue
+        else:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RlaifError(f"invalid JSON ({e.msg})", f"{p}:{n}", "write one JSON object per line") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise RlaifError("missing string field `prompt`", f"{p}:{n}", 'write {"prompt": "..."}')
+            prompt = row["prompt"]
+        if not prompt.strip():
+            raise RlaifError("empty or whitespace-only prompt", f"{p}:{n}", "remove the line or write a prompt")
+        prompts.append(prompt.strip())
+        if limit and len(prompts) >= limit:
+            break
+    if not prompts:
+        raise RlaifError("no prompts in the file", str(p), "add at least one prompt")
+    return prompts
+
+
+def pair_id(index: int, prompt: str) -> str:
+    return f"{index:05d}-{hashlib.sha256(prompt.encode()).hexdigest()[:8]}"
+
+
+def run_generate(engine, prompts: list[str], out: Path, *, seed: int, batch_size: int, max_new_tokens: int,
+                 temperature: float, top_p: float, progress: bool = True) -> dict:
+    """Append the missing pairs to `out`. Returns counts."""
+    settings = {"seed": seed, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+    done = {}
+    for r in read_jsonl(out, repair=True):
+        if r.get("generator") != engine.identity or {k: r["sampling"].get(k) for k in settings} != settings:
+            raise RlaifError("pairs.jsonl was generated with other model or sampling settings", str(out),
+                             "use a new --output-dir, or the original --policy-model/--seed/--max-new-tokens")
+        done[r["pair_id"]] = r
+    ids = [pair_id(i, p) for i, p in enumerate(prompts)]
+    todo = sum(i not in done for i in ids)
+    bar = tqdm(total=len(ids), initial=len(ids) - todo, desc="generate", unit="pair", disable=not progress)
+    generated = 0
+    for start in range(0, len(ids), batch_size):
+        batch = list(range(start, min(start + batch_size, len(ids))))
+        if all(ids[i] in done for i in batch):
+            continue
+        convs = [[{"role": "user", "content": prompts[i]}] for i in batch]
+        seeds = derive_seed(seed, ids[batch[0]], "a"), derive_seed(seed, ids[batch[0]], "b")
+        kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        outs_a = engine.generate(convs, seed=seeds[0], **kw)
+        outs_b = engine.generate(convs, seed=seeds[1], **kw)
+        records = [to_dict(Pair(ids[i], hashlib.sha256(prompts[i].encode()).hexdigest()[:12], prompts[i], a, b,
+                                engine.identity, {**settings, "seed_a": seeds[0], "seed_b": seeds[1]}))
+                   for i, a, b in zip(batch, outs_a, outs_b) if ids[i] not in done]
+        append_jsonl(out, records)
+        generated += len(records)
+        bar.update(len(records))
+    bar.close()
+    return {"pairs": len(ids), "generated": generated, "reused": len(ids) - todo}

@@ -1,0 +1,234 @@
+"""Readers of human-labelled response pairs: HH-RLHF transcripts and generic tables.
+
+Every bad input raises `RlaifError` naming the file (and 1-based row) plus a fix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlaif.errors import RlaifError
+
+ASSISTANT = "\n\nAssistant:"
+LABELS = ("a", "b", "tie")
+FORMATS = ".jsonl, .jsonl.gz, .json, .csv, .parquet or a Dataset.save_to_disk folder"
+
+
+@dataclass(slots=True)
+class HumanPair:
+    pair_id: str
+    prompt: str  # the conversation before the final assistant turn (plain text)
+    response_a: str
+    response_b: str
+    labels: list[str]  # one per annotator, each "a", "b" or "tie"
+
+
+class _BadRow(Exception):
+    """A problem with one row; turned into RlaifError (or skipped) by the caller."""
+
+    def __init__(self, field: str, what: str):
+        super().__init__(what)
+        self.field, self.what = field, what
+
+
+def chosen_goes_to_a(seed: int, pair_id: str) -> bool:
+    """Seeded per-pair coin flip: sha256 of f"{seed}:{pair_id}", independent of `random`."""
+    return hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()[0] < 128
+
+
+def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed: int = 0,
+                     limit: int | None = None, skip_bad_rows: bool = False) -> tuple[list[HumanPair], int]:
+    """Read human-labelled pairs from `path`. Returns (pairs, n_skipped).
+
+    `label_columns` names several annotator columns (an empty cell there means that annotator
+    did not label the row; a row needs at least one label); without it a `label` column is used.
+    `limit` keeps the first N good rows. Bad rows raise RlaifError unless `skip_bad_rows`.
+    """
+    if limit is not None and limit < 0:
+        raise RlaifError(f"limit must be >= 0, got {limit}", fix="pass a non-negative limit")
+    columns, rows = _open_rows(path)
+    hh = "chosen" in columns and "rejected" in columns
+    if not hh:
+        need = ["prompt", "response_a", "response_b"] + (list(label_columns) if label_columns else ["label"])
+        missing = [c for c in need if c not in columns]
+        if missing:
+            fix = ("add the columns, or pass label_columns=[...] naming the annotator columns"
+                   if "label" in missing else "add the columns or fix label_columns")
+            raise RlaifError(f"missing column(s) {missing}; found {sorted(columns)}", path,
+                             f"{fix}; HH-RLHF files need 'chosen' and 'rejected' instead")
+    pairs: list[HumanPair] = []
+    skipped = 0
+    for index, row in rows:
+        if limit is not None and len(pairs) >= limit:
+            break
+        try:
+            if isinstance(row, _BadRow):
+                raise row
+            pairs.append(_hh_pair(row, index, seed) if hh else _generic_pair(row, index, label_columns))
+        except _BadRow as bad:
+            if not skip_bad_rows:
+                raise RlaifError(f"field '{bad.field}': {bad.what}", f"{path}:row {index + 1}",
+                                 "fix or remove the row, or pass skip_bad_rows=True") from None
+            skipped += 1
+    return pairs, skipped
+
+
+# ---------------------------------------------------------------- row sources
+
+Rows = Iterator[tuple[int, "dict | _BadRow"]]  # (0-based row index, row or the reason it is bad)
+
+
+def _open_rows(path: str) -> tuple[set[str], Rows]:
+    """Return (column names, rows) for any supported format."""
+    p = Path(path)
+    if not p.exists():
+        raise RlaifError("file not found", path, "check the path")
+    if p.is_dir():
+        return _dataset_rows(p)
+    name = p.name.lower()
+    if name.endswith(".jsonl") or name.endswith(".jsonl.gz"):
+        return _jsonl_rows(p)
+    if name.endswith(".json"):
+        return _json_rows(p)
+    if name.endswith(".csv") or name.endswith(".parquet"):
+        return _table_rows(p)
+    raise RlaifError(f"unknown file type '{p.suffix}'", path, f"use {FORMATS}")
+
+
+def _jsonl_rows(p: Path) -> tuple[set[str], Rows]:
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    try:
+        with opener(p, "rt", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RlaifError(f"cannot read: {e}", str(p), "check the file is UTF-8 JSONL (gzip for .gz)") from None
+    parsed: list[tuple[int, dict | _BadRow]] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue  # blank lines are ignored; row numbers stay line numbers
+        try:
+            obj = json.loads(line)
+            parsed.append((i, obj if isinstance(obj, dict) else _BadRow("(row)", "not a JSON object")))
+        except json.JSONDecodeError as e:
+            parsed.append((i, _BadRow("(row)", f"unparseable JSON: {e.msg}")))
+    return _first_keys(parsed), iter(parsed)
+
+
+def _json_rows(p: Path) -> tuple[set[str], Rows]:
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RlaifError(f"cannot parse JSON: {e}", str(p), "the .json file must hold a list of objects") from None
+    if not isinstance(data, list):
+        raise RlaifError(f"top level is {type(data).__name__}, not a list", str(p),
+                         "the .json file must hold a list of objects (or use .jsonl)")
+    parsed = [(i, o if isinstance(o, dict) else _BadRow("(row)", "not a JSON object")) for i, o in enumerate(data)]
+    return _first_keys(parsed), iter(parsed)
+
+
+def _first_keys(parsed: list[tuple[int, dict | _BadRow]]) -> set[str]:
+    """Columns of a JSON source: the keys of its first good row."""
+    return next((set(r) for _, r in parsed if isinstance(r, dict)), set())
+
+
+def _table_rows(p: Path) -> tuple[set[str], Rows]:
+    import pandas as pd
+
+    try:
+        if p.name.lower().endswith(".csv"):
+            df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        else:
+            df = pd.read_parquet(p)
+    except Exception as e:  # pandas/pyarrow raise many types for corrupt files
+        raise RlaifError(f"cannot read table: {e}", str(p), "check the file is a valid CSV/Parquet file") from None
+    cols = [str(c) for c in df.columns]
+    return set(cols), ((i, dict(zip(cols, rec))) for i, rec in enumerate(df.itertuples(index=False, name=None)))
+
+
+def _dataset_rows(p: Path) -> tuple[set[str], Rows]:
+    if not ((p / "dataset_info.json").exists() or (p / "state.json").exists()
+            or (p / "dataset_dict.json").exists()):
+        raise RlaifError("folder is not a saved dataset (no dataset_info.json/state.json)", str(p),
+                         f"save it with Dataset.save_to_disk, or pass a file: {FORMATS}")
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(p))
+    except Exception as e:
+        raise RlaifError(f"cannot load dataset: {e}", str(p), "re-save it with Dataset.save_to_disk") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if len(ds) != 1:
+            raise RlaifError(f"folder holds several splits {list(ds)}", str(p),
+                             f"pass one split's folder, e.g. {p / next(iter(ds), 'train')}")
+        ds = next(iter(ds.values()))
+    return set(ds.column_names), enumerate(ds)
+
+
+# ---------------------------------------------------------------- row parsing
+
+def _text(row: dict, field: str) -> str:
+    """A required, non-empty text field."""
+    value = row.get(field)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise _BadRow(field, "missing")
+    text = value if isinstance(value, str) else str(value)
+    if not text.strip():
+        raise _BadRow(field, "empty")
+    return text
+
+
+def _label(value: object, field: str) -> str | None:
+    """Normalise one label cell: 'a', 'b', 'tie', or None when empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    label = str(value).strip().lower()
+    if not label:
+        return None
+    if label not in LABELS:
+        raise _BadRow(field, f"unknown label {value!r} (expected a, b or tie)")
+    return label
+
+
+def _generic_pair(row: dict, index: int, label_columns: list[str] | None) -> HumanPair:
+    prompt, a, b = _text(row, "prompt"), _text(row, "response_a"), _text(row, "response_b")
+    if label_columns:
+        labels = [lab for c in label_columns if (lab := _label(row.get(c), c)) is not None]
+        if not labels:
+            raise _BadRow(",".join(label_columns), "no annotator label")
+    else:
+        lab = _label(row.get("label"), "label")
+        if lab is None:
+            raise _BadRow("label", "missing")
+        labels = [lab]
+    pid = row.get("pair_id")
+    pid = "" if pid is None or (isinstance(pid, float) and math.isnan(pid)) else str(pid).strip()
+    return HumanPair(pid or f"row-{index:05d}", prompt, a, b, labels)
+
+
+def _split_transcript(row: dict, field: str) -> tuple[str, str]:
+    """Split an HH transcript at its last assistant marker: (prompt, final response)."""
+    text = _text(row, field)
+    cut = text.rfind(ASSISTANT)
+    if cut < 0:
+        raise _BadRow(field, "no '\\n\\nAssistant:' marker")
+    response = text[cut + len(ASSISTANT):].strip()
+    if not response:
+        raise _BadRow(field, "empty final assistant turn")
+    return text[:cut].strip(), response
+
+
+def _hh_pair(row: dict, index: int, seed: int) -> HumanPair:
+    prompt, chosen = _split_transcript(row, "chosen")
+    other, rejected = _split_transcript(row, "rejected")
+    if other != prompt:
+        raise _BadRow("rejected", "conversation before the final turn differs from 'chosen'")
+    pid = f"hh-{index:05d}"
+    if chosen_goes_to_a(seed, pid):
+        return HumanPair(pid, prompt, chosen, rejected, ["a"])
+    return HumanPair(pid, prompt, rejected, chosen, ["b"])

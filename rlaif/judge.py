@@ -1,0 +1,128 @@
+"""Judge stage: pairs x principles x both orders -> judgments; verdict parsing; pair scores.
+
+Each judgment's key hashes what changes its output (the rendered prompt, the judge's identity and
+the scoring settings) and nothing else, so editing one principle re-judges only that principle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rlaif.constitution import Constitution, Principle
+from rlaif.engines.base import label_probability
+from rlaif.records import Judgment, to_dict
+from rlaif.store import append_jsonl, read_jsonl
+from rlaif.templates import render
+
+LABELS = ("A", "B")
+VERDICT_RE = re.compile(r"^\s*\**\s*verdict\s*\**\s*:\s*\**\s*(A|B|tie)\s*\**\s*\.?\s*$", re.IGNORECASE)
+
+
+@dataclass
+class Job:
+    pair_id: str
+    principle: Principle
+    order: str
+    text: str
+    key: str
+
+
+def parse_verdict(text: str) -> str | None:
+    """The last non-empty line must be exactly a verdict line ("Verdict: A"/"Verdict: B"/"Verdict: tie"),
+    optionally in bold. Anything else is unparseable: None, never a guess."""
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return None
+    m = VERDICT_RE.match(lines[-1])
+    return m.group(1).upper() if m and m.group(1).upper() in LABELS else ("TIE" if m else None)
+
+
+def to_original(first_label_p: float | None, order: str) -> float | None:
+    """P(shown-first is better) -> P(response_a is better)."""
+    if first_label_p is None:
+        return None
+    return first_label_p if order == "ab" else 1.0 - first_label_p
+
+
+def verdict_of(p_a: float | None) -> str | None:
+    if p_a is None:
+        return None
+    return "a" if p_a > 0.5 else "b" if p_a < 0.5 else "tie"
+
+
+def make_jobs(pairs: list[dict], constitution: Constitution, seed: int, identity: str, mode: str,
+              settings: dict, mitigate: bool = True) -> list[Job]:
+    jobs = []
+    for pair in pairs:
+        for principle, _ in constitution.sample(pair["pair_id"], seed):
+            for order in ("ab", "ba"):
+                a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
+                text = render(constitution.template, str(constitution.path), mitigate=mitigate, principle=principle,
+                              prompt=pair["prompt"], response_a=a, response_b=b)
+                key = hashlib.sha256(json.dumps([text, identity, mode, settings], sort_keys=True).encode()).hexdigest()
+                jobs.append(Job(pair["pair_id"], principle, order, text, key))
+    return jobs
+
+
+def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]:
+    convs = [[{"role": "user", "content": j.text}] for j in jobs]
+    if mode == "logprob":
+        outputs = engine.label_logprobs(convs, LABELS)
+        firsts = [label_probability(o, *LABELS) for o in outputs]
+    else:
+        outputs = engine.complete(convs, max_new_tokens=settings["max_new_tokens"])
+        firsts = [{"A": 1.0, "B": 0.0, "TIE": 0.5}.get(parse_verdict(o)) for o in outputs]
+    records = []
+    for job, out, first in zip(jobs, outputs, firsts):
+        p_a = to_original(first, job.order)
+        records.append(to_dict(Judgment(job.pair_id, job.principle.id, job.order, p_a, verdict_of(p_a), out,
+                                        engine.identity, job.key, mode)))
+    return records
+
+
+def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: int, mode: str, settings: dict,
+              cache_path: Path | None = None, batch_size: int = 8, mitigate: bool = True,
+              progress: bool = True) -> tuple[list[dict], dict]:
+    """Judge every pair; reuse cached judgments by key. Returns (judgments in job order, counts)."""
+    jobs = make_jobs(pairs, constitution, seed, engine.identity, mode, settings, mitigate)
+    cache = {r["key"]: r for r in read_jsonl(cache_path, repair=True)} if cache_path else {}
+    todo = [j for j in dict((j.key, j) for j in jobs if j.key not in cache).values()]
+    bar = tqdm(total=len(todo), desc="judge", unit="judgment", disable=not progress or not todo)
+    for start in range(0, len(todo), batch_size):
+        records = score_jobs(engine, todo[start:start + batch_size], mode, settings)
+        if cache_path:
+            append_jsonl(cache_path, records)
+        cache.update((r["key"], r) for r in records)
+        bar.update(len(records))
+    bar.close()
+    out = []
+    for j in jobs:  # cached records may come from another pair with the same text: re-label them
+        out.append({**cache[j.key], "pair_id": j.pair_id, "principle_id": j.principle.id, "order": j.order})
+    counts = {"judgments": len(jobs), "judged": len(todo), "reused": len(jobs) - len(todo),
+              "parse_failures": sum(r["verdict"] is None for r in out)}
+    return out, counts
+
+
+def pair_scores(pairs: list[dict], judgments: list[dict], constitution: Constitution, seed: int) -> dict:
+    """pair_id -> score in [0, 1] (P(response_a is better)): mean over orders, then the weighted mean over
+    the pair's principles. None when no judgment of the pair parsed."""
+    by = {}
+    for r in judgments:
+        if r["p_a"] is not None:
+            by.setdefault((r["pair_id"], r["principle_id"]), []).append(r["p_a"])
+    scores = {}
+    for pair in pairs:
+        num = den = 0.0
+        for principle, weight in constitution.sample(pair["pair_id"], seed):
+            ps = by.get((pair["pair_id"], principle.id))
+            if ps:
+                num += weight * sum(ps) / len(ps)
+                den += weight
+        scores[pair["pair_id"]] = num / den if den else None
+    return scores

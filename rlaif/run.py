@@ -1,0 +1,173 @@
+"""The main job: validate everything first, then run the chosen stages into one run folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from rlaif import ROOT, config as config_mod
+from rlaif import constitution as constitution_mod
+from rlaif.errors import RlaifError
+from rlaif.generate import load_prompts
+from rlaif.store import Run, atomic_write_json, atomic_write_text, jsonl_text, read_jsonl, save_dataset_atomic
+
+EXAMPLES = ROOT / "data" / "dry_run_examples.jsonl"
+
+
+def default_output_dir(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def judge_settings(cfg) -> dict:
+    """Scoring settings that change a judgment's output (they go into its cache key)."""
+    return {"labels": ["A", "B"], "max_new_tokens": cfg.judge.max_new_tokens}
+
+
+def judge_mode(constitution, engine) -> str:
+    """The constitution's label mode; endpoints without log-probs fall back to chain of thought."""
+    if constitution.label_mode == "logprob" and not getattr(engine, "supports_logprobs", True):
+        return "cot"
+    return constitution.label_mode
+
+
+def print_dry_run(cfg, constitution) -> int:
+    """Print the first judge prompts exactly as rendered; no model, no writes."""
+    from rlaif.judge import make_jobs
+
+    out = Path(cfg.output_dir) if cfg.output_dir else None
+    source = out / "pairs.jsonl" if out and (out / "pairs.jsonl").exists() else EXAMPLES
+    pairs = read_jsonl(source)[:2]
+    jobs = make_jobs(pairs, constitution, cfg.seed, "dry-run", constitution.label_mode, judge_settings(cfg))
+    print(f"# constitution {constitution.path}: {len(constitution.principles)} principles, template "
+          f"{constitution.template}, label mode {constitution.label_mode}; pairs from {source}")
+    for job in jobs:
+        print(f"\n===== pair {job.pair_id} | principle {job.principle.id} | order {job.order} "
+              f"(sent as the user turn of the judge's chat template) =====")
+        print(job.text, end="")
+    return 0
+
+
+def print_principles(constitution) -> int:
+    print(f"{constitution.name} v{constitution.version}: {constitution.description}")
+    for p in constitution.principles:
+        print(f"  {p.id:<28} weight {p.weight:<4g} {p.text}")
+    return 0
+
+
+def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
+    constitution = constitution_mod.load(cfg.constitution)
+    if list_principles:
+        return print_principles(constitution)
+    if dry_run:
+        return print_dry_run(cfg, constitution)
+    prompts = load_prompts(cfg.generate.prompts, cfg.generate.num_prompts + cfg.train.eval_prompts
+                           if cfg.generate.num_prompts else 0) if "generate" in cfg.stages or "policy" in cfg.stages else []
+    train_prompts = prompts[:cfg.generate.num_prompts] if cfg.generate.num_prompts else prompts
+    eval_prompts = prompts[len(train_prompts):]
+    root = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(constitution.name)
+    cfg.output_dir = str(root)
+    run = Run(root)
+    needs_pairs = [s for s in ("judge", "preferences", "reward", "policy") if s in cfg.stages]
+    if "generate" not in cfg.stages and needs_pairs and not run.pairs.exists():
+        raise RlaifError(f"stage {needs_pairs[0]} needs pairs.jsonl, which this run folder lacks", str(root),
+                         "add generate to --stages, or point --output-dir at a run that has pairs")
+    created = not root.exists()
+    from rlaif.engines.factory import EnginePool
+
+    pool = EnginePool(cfg)
+    try:
+        return _run(cfg, constitution, run, pool, train_prompts, eval_prompts)
+    except RlaifError:
+        if created and not any(run.stages.glob("*.done")):
+            shutil.rmtree(root, ignore_errors=True)  # nothing finished: leave nothing half-written behind
+        raise
+    finally:
+        pool.close()
+
+
+def _stage(run: Run, name: str, started: float, info: dict) -> None:
+    info = {**info, "seconds": round(time.time() - started, 2)}
+    run.update_summary(name, info)
+    run.mark_done(name, info)
+    print(f"rlaif: {name}: " + ", ".join(f"{k}={v}" for k, v in info.items() if not isinstance(v, (dict, list))),
+          file=sys.stderr)
+
+
+def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
+    # Validate models before writing anything: a missing folder fails here, with no run folder made.
+    from rlaif.models import resolve
+
+    for model in {cfg.generate.model, cfg.judge.model}:
+        if not model.startswith("openai:"):
+            resolve(model)
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
+    atomic_write_text(run.constitution, constitution.text)
+    run.update_summary("constitution", {"name": constitution.name, "version": constitution.version,
+                                        "path": str(constitution.path)})
+    pairs = None
+    if "generate" in cfg.stages:
+        from rlaif.generate import pair_id, run_generate
+
+        t = time.time()
+        engine = pool.get(cfg.generate.model, cfg.generate.base_url)
+        tokens0 = engine.stats.get("completion_tokens", 0)
+        counts = run_generate(engine, train_prompts, run.pairs, seed=cfg.seed, batch_size=cfg.generate.batch_size,
+                              max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
+                              top_p=cfg.generate.top_p)
+        tokens = engine.stats.get("completion_tokens", 0) - tokens0
+        by_id = {p["pair_id"]: p for p in read_jsonl(run.pairs)}
+        pairs = [by_id[pair_id(i, p)] for i, p in enumerate(train_prompts)]
+        seconds = time.time() - t
+        _stage(run, "generate", t, {**counts, "completion_tokens": tokens,
+                                    "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] else None,
+                                    "truncated_prompts": engine.stats.get("truncated", 0)})
+    if pairs is None:
+        pairs = read_jsonl(run.pairs)
+    judgments = scores = None
+    if "judge" in cfg.stages:
+        from rlaif.judge import pair_scores, run_judge
+
+        t = time.time()
+        engine = pool.get(cfg.judge.model, cfg.judge.base_url)
+        mode = judge_mode(constitution, engine)
+        run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
+        judgments, counts = run_judge(engine, pairs, constitution, seed=cfg.seed, mode=mode,
+                                      settings=judge_settings(cfg), cache_path=run.judgment_cache,
+                                      batch_size=max(cfg.judge.batch_size, 8))
+        atomic_write_text(run.judgments, jsonl_text(judgments))
+        print(f"rlaif: judge: reused {counts['reused']} judgments from the cache, judged {counts['judged']}",
+              file=sys.stderr)
+        seconds = time.time() - t
+        _stage(run, "judge", t, {**counts, "mode": mode, "pairs": len(pairs),
+                                 "seconds_per_pair": round(seconds / len(pairs), 3) if counts["judged"] and pairs else None,
+                                 "engine": getattr(engine, "stats", {})})
+    if "preferences" in cfg.stages:
+        from datasets import Dataset
+
+        from rlaif.judge import pair_scores
+        from rlaif.preferences import build
+
+        t = time.time()
+        if judgments is None:
+            judgments = read_jsonl(run.judgments)
+        scores = pair_scores(pairs, judgments, constitution, cfg.seed)
+        rows, counts = build(pairs, scores, judgments, cfg.preferences.min_margin)
+        if not rows:
+            raise RlaifError("no pair cleared the margin, so the preference dataset is empty", "--margin",
+                             f"lower --margin (now {cfg.preferences.min_margin}) or judge more prompts")
+        save_dataset_atomic(Dataset.from_list(rows), run.preferences)
+        atomic_write_text(run.preferences_jsonl, jsonl_text(rows))
+        _stage(run, "preferences", t, {**counts, "min_margin": cfg.preferences.min_margin})
+    if "reward" in cfg.stages or "policy" in cfg.stages:
+        from rlaif.training_stages import run_training
+
+        run_training(cfg, constitution, run, pool, eval_prompts, _stage)
+    print(f"rlaif: done: {run.root}", file=sys.stderr)
+    return 0

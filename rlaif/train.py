@@ -1,0 +1,272 @@
+"""Thin wrappers around trl: a reward model (RewardTrainer) and a policy (DPO, PPO or RLOO).
+
+No training loop of our own: each function builds a trl config, runs the trainer, saves the final model
+and tokenizer as an ordinary safetensors transformers folder (written next to `out_dir`, then renamed
+into place) and returns a small metrics dict. Runs unchanged on CPU, on one GPU (bf16) and under
+`accelerate launch` (only rank 0 writes and renames). torch and trl are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from rlaif.config import TrainConfig
+from rlaif.errors import RlaifError
+
+ALGOS = ("dpo", "ppo", "rloo")
+_PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def _setup(cfg: TrainConfig, seed: int, out_dir: Path):
+    """Threads, device flags, the shared trainer kwargs and a clean staging folder next to out_dir."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import torch
+    from accelerate import PartialState
+
+    cuda = torch.cuda.is_available()
+    # Threads: measured on the 2-core CI machine (reward/DPO steps, batch 2, max_length 384), one thread was
+    # about as fast as two when the machine was idle and several times faster when another process was busy,
+    # so 0 (auto) means one thread on CPU. On CUDA the CPU side does little; keep up to two.
+    torch.set_num_threads(cfg.threads if cfg.threads > 0 else (min(2, os.cpu_count() or 1) if cuda else 1))
+    state = PartialState(cpu=not cuda)
+    out_dir = Path(out_dir)
+    staging = out_dir.parent / f".{out_dir.name}.partial"  # same name on every rank
+    if state.is_main_process:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    state.wait_for_everyone()
+    common = dict(
+        output_dir=str(staging), use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False,
+        gradient_checkpointing=False, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size, report_to=cfg.report_to, seed=seed, save_strategy="no",
+        eval_strategy="no", logging_steps=1, dataloader_num_workers=0,
+    )
+    return state, staging, common
+
+
+def _pairs(dataset):
+    missing = [c for c in _PAIR_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise RlaifError(f"preference dataset lacks column(s) {', '.join(missing)}", "train",
+                         "build it with the preferences stage (columns prompt, chosen, rejected)")
+    if len(dataset) == 0:
+        raise RlaifError("preference dataset is empty", "train", "lower preferences.min_margin or judge more pairs")
+    # margin and pair_id are dropped: RewardTrainer would otherwise use `margin` as a loss margin.
+    return dataset.select_columns(list(_PAIR_COLUMNS))
+
+
+def _tokenizer(path, **kw):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, **kw)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _encode(tok, messages: list, max_length: int | None) -> list[int]:
+    """Token ids of a whole conversation, as trl's RewardTrainer builds them, truncated keeping the start."""
+    ids = list(tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    return ids[:max_length] if max_length else ids
+
+
+def _score(model, tok, conversations: list, batch_size: int, max_length: int | None) -> list[float]:
+    import torch
+
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(conversations), batch_size):
+        ids = [_encode(tok, c, max_length) for c in conversations[i:i + batch_size]]
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x in ids], device=device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
+        with torch.no_grad():
+            out += model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().tolist()
+    return out
+
+
+def _load_scorer(path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    tok = _tokenizer(str(path))
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tok
+
+
+def reward_scores(reward_model: Path, prompts: list[str], responses: list[str], batch_size: int = 8) -> list[float]:
+    """Scalar reward of each (prompt, response), scored as the reward model was trained (chat template)."""
+    if len(prompts) != len(responses):
+        raise RlaifError(f"{len(prompts)} prompts but {len(responses)} responses", "reward_scores")
+    if not prompts:
+        return []
+    model, tok = _load_scorer(reward_model)
+    convs = [[{"role": "user", "content": p}, {"role": "assistant", "content": r}] for p, r in zip(prompts, responses)]
+    return _score(model, tok, convs, batch_size, None)
+
+
+def _finish(state, staging: Path, out_dir: Path, base_model: str, save=None, trainer=None):
+    """Save into the staging folder (all ranks take part), then rank 0 swaps it into place."""
+    out_dir = Path(out_dir)
+    if save is not None:
+        save()
+    else:
+        trainer.save_model(str(staging))
+    if state.is_main_process:
+        _tokenizer(base_model).save_pretrained(staging)  # the untouched tokenizer (trainers may change padding)
+        (staging / "training_args.bin").unlink(missing_ok=True)
+        old = out_dir.parent / f".{out_dir.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(staging, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    state.wait_for_everyone()
+
+
+def _run(trainer) -> tuple[int, float, list]:
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    steps = int(trainer.state.global_step)
+    return steps, seconds / max(steps, 1), trainer.state.log_history
+
+
+def _mean_logged(history: list, key: str) -> float | None:
+    vals = [h[key] for h in history if key in h]
+    return sum(vals) / len(vals) if vals else None
+
+
+def train_reward(base_model: str, dataset, out_dir: Path, cfg: TrainConfig, seed: int) -> dict:
+    """Train a Bradley-Terry reward model on preference pairs; report held-out pairwise accuracy."""
+    state, staging, common = _setup(cfg, seed, out_dir)
+    import torch
+    from transformers import AutoModelForSequenceClassification, set_seed
+    from trl import RewardConfig, RewardTrainer
+
+    pairs = _pairs(dataset)
+    n = len(pairs)
+    n_eval = 0 if n < 2 or cfg.eval_fraction <= 0 else min(n - 1, max(1, round(cfg.eval_fraction * n)))
+    if n_eval:
+        split = pairs.train_test_split(test_size=n_eval, seed=seed)
+        train, held = split["train"], split["test"]
+    else:
+        train, held = pairs, None
+    tok = _tokenizer(base_model)
+    # Tokenize here (truncating, where RewardTrainer would drop long pairs) so that training and
+    # `reward_scores` see exactly the same ids.
+    train = train.map(lambda ex: {"chosen_ids": _encode(tok, ex["prompt"] + ex["chosen"], cfg.max_length),
+                                  "rejected_ids": _encode(tok, ex["prompt"] + ex["rejected"], cfg.max_length)},
+                      remove_columns=list(_PAIR_COLUMNS))
+    set_seed(seed)  # the score head is freshly initialised
+    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    args = RewardConfig(max_length=cfg.max_length, **common)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
+    steps, sps, history = _run(trainer)
+    _finish(state, staging, out_dir, base_model, trainer=trainer)
+    del trainer, model
+
+    acc = [None]
+    if held is not None and state.is_main_process:
+        scorer, stok = _load_scorer(out_dir)
+        chosen = _score(scorer, stok, [r["prompt"] + r["chosen"] for r in held], 8, cfg.max_length)
+        rejected = _score(scorer, stok, [r["prompt"] + r["rejected"] for r in held], 8, cfg.max_length)
+        acc = [sum(c > r for c, r in zip(chosen, rejected)) / len(chosen)]
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        broadcast_object_list(acc)
+    return {"reward_accuracy": acc[0], "n_train": len(train), "n_eval": n_eval, "steps": steps,
+            "seconds_per_step": sps, "train_loss": _mean_logged(history, "loss")}
+
+
+def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cfg: TrainConfig, seed: int, *,
+                 response_length: int | None = None) -> dict:
+    """Train the policy with cfg.algo: dpo (offline, on the pairs), ppo or rloo (online, scored by reward_model).
+
+    response_length: tokens sampled per rollout for ppo/rloo (default min(64, max_length // 4)).
+    """
+    algo = cfg.algo.lower()
+    if algo not in ALGOS:
+        raise RlaifError(f"unknown policy algorithm {cfg.algo!r}", "train.algo", f"use one of {', '.join(ALGOS)}")
+    if algo != "dpo" and not (Path(reward_model) / "config.json").is_file():
+        raise RlaifError(f"reward model folder {str(reward_model)!r} not found", "train",
+                         "run the reward stage first")
+    pairs = _pairs(dataset)
+    state, staging, common = _setup(cfg, seed, out_dir)
+    resp_len = response_length or max(8, min(64, cfg.max_length // 4))
+    init = {"dtype": "float32"}
+    save = None
+    if algo == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(beta=cfg.beta, max_length=cfg.max_length, model_init_kwargs=init, **common)
+        # ref_model=None with a model path: trl loads a frozen reference copy from the same path.
+        trainer = DPOTrainer(model=base_model, ref_model=None, args=args, train_dataset=pairs,
+                             processing_class=_tokenizer(base_model))
+        loss_key = "loss"
+    elif algo == "rloo":
+        from trl import RLOOConfig, RLOOTrainer
+
+        world = state.num_processes
+        args = RLOOConfig(beta=cfg.beta, num_generations=2, max_completion_length=resp_len, model_init_kwargs=init,
+                          steps_per_generation=None if cfg.batch_size * world % 2 == 0 else 2, **common)
+        trainer = RLOOTrainer(model=base_model, reward_funcs=str(reward_model), args=args,
+                              train_dataset=pairs.select_columns(["prompt"]), processing_class=_tokenizer(base_model))
+        loss_key = "loss"
+    else:
+        trainer, save = _ppo_trainer(base_model, reward_model, pairs, cfg, state, staging, common, resp_len)
+        loss_key = "loss/policy_avg"
+    steps, sps, history = _run(trainer)
+    _finish(state, staging, out_dir, base_model, save=save, trainer=trainer)
+    return {"algo": algo, "n_train": len(pairs), "steps": steps, "seconds_per_step": sps,
+            "train_loss": _mean_logged(history, loss_key)}
+
+
+def _ppo_trainer(base_model, reward_model, pairs, cfg, state, staging, common, resp_len):
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    tok = _tokenizer(base_model, padding_side="left")
+    if tok.pad_token_id == tok.eos_token_id:
+        # trl's PPO masks every pad-id token, prompt included; with pad == eos (ChatML <|im_end|>) it would hide
+        # each turn's end marker from the policy and the reward model. Use another special token for padding.
+        vocab = tok.get_vocab()
+        for t in (tok.unk_token, "<|endoftext|>"):
+            if t and t in vocab and vocab[t] not in (tok.eos_token_id, tok.bos_token_id):
+                tok.pad_token = t
+                break
+    keep = max(1, cfg.max_length - resp_len)  # prompt tokens kept (the end, where the generation prompt is)
+    ids = [list(tok.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=True)
+                ["input_ids"])[-keep:] for p in pairs["prompt"]]
+    data = Dataset.from_dict({"input_ids": ids})
+    set_seed(common["seed"])
+    f32 = torch.float32
+    policy = AutoModelForCausalLM.from_pretrained(base_model, dtype=f32)
+    ref = AutoModelForCausalLM.from_pretrained(base_model, dtype=f32)
+    reward = AutoModelForSequenceClassification.from_pretrained(str(reward_model), num_labels=1, dtype=f32)
+    value = AutoModelForSequenceClassification.from_pretrained(str(reward_model), num_labels=1, dtype=f32)
+    for m in (reward, value):
+        m.config.pad_token_id = tok.pad_token_id
+    args = PPOConfig(
+        # one PPO update (rollout + num_ppo_epochs passes) per global batch; cfg.max_steps updates in all
+        total_episodes=cfg.max_steps * cfg.batch_size * state.num_processes, num_mini_batches=1,
+        local_rollout_forward_batch_size=cfg.batch_size, response_length=resp_len, stop_token="eos",
+        kl_coef=cfg.beta, num_sample_generations=0, **common)
+    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
+                         train_dataset=data, value_model=value)
+
+    def save():  # PPO's model wraps policy + value: save only the policy (state dict gathered under ZeRO-3)
+        acc = trainer.accelerator
+        full = acc.get_state_dict(trainer.model)
+        if acc.is_main_process:
+            sd = {k[len("policy."):]: v for k, v in full.items() if k.startswith("policy.")}
+            acc.unwrap_model(trainer.model).policy.save_pretrained(staging, state_dict=sd, safe_serialization=True)
+
+    return trainer, save
