@@ -41,7 +41,7 @@ class JudgeConfig:
     model: str = _f(EMBEDDED_MODEL, "Judge model: the embedded default's name, a local folder, a hub id, or openai:NAME.")
     base_url: str | None = _f(None, "Base URL of an OpenAI-compatible endpoint when model is openai:NAME.")
     max_new_tokens: int = _f(96, "Tokens the chain-of-thought judge may write before its verdict line.")
-    batch_size: int = _f(1, "Judge prompts per forward pass (1 was fastest for HF on CPU).")
+    batch_size: int = _f(8, "Judgments scored and flushed to the cache together (HF still runs one forward pass per prompt).")
     concurrency: int = _f(8, "Requests in flight at once against an OpenAI-compatible endpoint.")
 
 

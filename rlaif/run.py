@@ -140,7 +140,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
         judgments, counts = run_judge(engine, pairs, constitution, seed=cfg.seed, mode=mode,
                                       settings=judge_settings(cfg), cache_path=run.judgment_cache,
-                                      batch_size=max(cfg.judge.batch_size, 8))
+                                      batch_size=cfg.judge.batch_size)
         atomic_write_text(run.judgments, jsonl_text(judgments))
         print(f"rlaif: judge: reused {counts['reused']} judgments from the cache, judged {counts['judged']}",
               file=sys.stderr)

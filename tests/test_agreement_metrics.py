@@ -73,13 +73,15 @@ def test_bootstrap_ci_deterministic_and_contains_point():
     matches = [True] * 7 + [False] * 3  # point estimate 0.7
     ci = bootstrap_ci(matches, seed=0)
     assert ci == bootstrap_ci(matches, seed=0)
-    assert ci != bootstrap_ci(matches, seed=1)
     lo, hi = ci
     assert 0.0 <= lo <= 0.7 <= hi <= 1.0 and lo < hi
-    # exactly the percentile bootstrap with numpy's seeded Generator
-    idx = np.random.default_rng(0).integers(0, 10, size=(1000, 10))
-    expected = np.percentile(np.array(matches, dtype=float)[idx].mean(axis=1), [2.5, 97.5])
-    assert ci == pytest.approx(list(expected))
+    # exactly the percentile bootstrap with numpy's Generator seeded by `seed`
+    many = [True] * 37 + [False] * 16
+    for seed in (0, 2):
+        idx = np.random.default_rng(seed).integers(0, 53, size=(1000, 53))
+        expected = np.percentile(np.array(many, dtype=float)[idx].mean(axis=1), [2.5, 97.5])
+        assert bootstrap_ci(many, seed=seed) == pytest.approx(list(expected))
+    assert bootstrap_ci(many, seed=0) != bootstrap_ci(many, seed=2)  # the seed is used
     assert bootstrap_ci([True, True, True]) == [1.0, 1.0]
     assert bootstrap_ci([]) is None
 

@@ -1,0 +1,63 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from rlaif.engines.fake import FakeEngine  # noqa: E402
+
+MINI_CONSTITUTION = """\
+name: mini
+description: A tiny constitution for tests.
+version: 1
+judge:
+  template: judge_logprob.j2
+  principles_per_comparison: all
+  label_mode: logprob
+principles:
+  - id: harm
+    text: Choose the response less likely to cause harm.
+    weight: 2.0
+  - id: help
+    text: Choose the more helpful response.
+  - id: honest
+    text: Choose the more honest response.
+"""
+
+
+@pytest.fixture
+def mini_constitution(tmp_path) -> Path:
+    path = tmp_path / "mini.yaml"
+    path.write_text(MINI_CONSTITUTION)
+    return path
+
+
+@pytest.fixture
+def prompts_file(tmp_path) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("How do I bake bread?\nHow do I hurt someone?\nWrite a poem about rain.\n"
+                    "What is the capital of France?\nHow do I pick my own lock?\n")
+    return path
+
+
+@pytest.fixture
+def fake_engine(monkeypatch) -> FakeEngine:
+    """Every engine the pipeline asks for is this counting fake engine."""
+    engine = FakeEngine()
+    monkeypatch.setattr("rlaif.engines.factory.EnginePool.get", lambda self, model, base_url=None: engine)
+    monkeypatch.setattr("rlaif.models.resolve", lambda name: (name, f"fake:{name}"))
+    return engine
+
+
+def run_cli(*args) -> int:
+    from rlaif.cli import main
+
+    return main([str(a) for a in args])
+
+
+def pipeline_cmd(*args) -> list[str]:
+    return [sys.executable, str(ROOT / "pipeline.py"), *map(str, args)]
