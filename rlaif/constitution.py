@@ -50,6 +50,13 @@ class Constitution:
     path: Path
     text: str = field(repr=False, default="")
 
+    @property
+    def template_dirs(self) -> tuple:
+        """Templates next to the constitution file win over the shipped ones in prompts/."""
+        from rlaif.templates import PROMPTS_DIR
+
+        return (str(self.path.parent.resolve()), str(PROMPTS_DIR))
+
     def sample(self, pair_id: str, seed: int) -> list[tuple[Principle, float]]:
         """Principles for one pair, with the weight each gets in the pair's score.
 
@@ -189,5 +196,6 @@ def load(name_or_path: str) -> Constitution:
     from rlaif.templates import render  # validate the template against every principle now
 
     for p in principles:
-        render(constitution.template, f"{path}:{lines.get(('judge', 'template'), 1)}", principle=p, **SAMPLE)
+        render(constitution.template, f"{path}:{lines.get(('judge', 'template'), 1)}", dirs=constitution.template_dirs,
+               principle=p, **SAMPLE)
     return constitution

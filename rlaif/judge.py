@@ -63,7 +63,7 @@ def make_jobs(pairs: list[dict], constitution: Constitution, seed: int, identity
         for principle, _ in constitution.sample(pair["pair_id"], seed):
             for order in ("ab", "ba"):
                 a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
-                text = render(constitution.template, str(constitution.path), mitigate=mitigate, principle=principle,
+                text = render(constitution.template, str(constitution.path), mitigate, constitution.template_dirs, principle=principle,
                               prompt=pair["prompt"], response_a=a, response_b=b)
                 key = hashlib.sha256(json.dumps([text, identity, mode, settings], sort_keys=True).encode()).hexdigest()
                 jobs.append(Job(pair["pair_id"], principle, order, text, key))

@@ -91,8 +91,13 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
         pool.close()
 
 
-def _stage(run: Run, name: str, started: float, info: dict) -> None:
+def _stage(run: Run, name: str, started: float, info: dict, cfg, constitution) -> None:
+    """Record a finished stage: the resolved config and frozen constitution it ran with, its counts, its marker."""
     info = {**info, "seconds": round(time.time() - started, 2)}
+    atomic_write_text(run.config, yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
+    atomic_write_text(run.constitution, constitution.text)
+    run.update_summary("constitution", {"name": constitution.name, "version": constitution.version,
+                                        "path": str(constitution.path)})
     run.update_summary(name, info)
     run.mark_done(name, info)
     print(f"rlaif: {name}: " + ", ".join(f"{k}={v}" for k, v in info.items() if not isinstance(v, (dict, list))),
@@ -107,10 +112,6 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         if not model.startswith("openai:"):
             resolve(model)
     run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
-    atomic_write_text(run.constitution, constitution.text)
-    run.update_summary("constitution", {"name": constitution.name, "version": constitution.version,
-                                        "path": str(constitution.path)})
     pairs = None
     if "generate" in cfg.stages:
         from rlaif.generate import pair_id, run_generate
@@ -127,7 +128,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         seconds = time.time() - t
         _stage(run, "generate", t, {**counts, "completion_tokens": tokens,
                                     "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] else None,
-                                    "truncated_prompts": engine.stats.get("truncated", 0)})
+                                    "truncated_prompts": engine.stats.get("truncated", 0)}, cfg, constitution)
     if pairs is None:
         pairs = read_jsonl(run.pairs)
     judgments = scores = None
@@ -147,7 +148,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         seconds = time.time() - t
         _stage(run, "judge", t, {**counts, "mode": mode, "pairs": len(pairs),
                                  "seconds_per_pair": round(seconds / len(pairs), 3) if counts["judged"] and pairs else None,
-                                 "engine": getattr(engine, "stats", {})})
+                                 "engine": getattr(engine, "stats", {})}, cfg, constitution)
     if "preferences" in cfg.stages:
         from datasets import Dataset
 
@@ -164,10 +165,11 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
                              f"lower --margin (now {cfg.preferences.min_margin}) or judge more prompts")
         save_dataset_atomic(Dataset.from_list(rows), run.preferences)
         atomic_write_text(run.preferences_jsonl, jsonl_text(rows))
-        _stage(run, "preferences", t, {**counts, "min_margin": cfg.preferences.min_margin})
+        _stage(run, "preferences", t, {**counts, "min_margin": cfg.preferences.min_margin}, cfg, constitution)
     if "reward" in cfg.stages or "policy" in cfg.stages:
         from rlaif.training_stages import run_training
 
-        run_training(cfg, constitution, run, pool, eval_prompts, _stage)
+        run_training(cfg, constitution, run, pool, eval_prompts,
+                     lambda *a: _stage(*a, cfg, constitution))
     print(f"rlaif: done: {run.root}", file=sys.stderr)
     return 0

@@ -31,9 +31,10 @@ def fence(text: str) -> str:
     return _HEADER.sub(lambda m: f"{m.group(1)}(quoted) {m.group(2)}", text)
 
 
-@lru_cache(maxsize=4)
-def environment(directory: str = str(PROMPTS_DIR), mitigate: bool = True) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(directory), undefined=jinja2.StrictUndefined,
+@lru_cache(maxsize=8)
+def environment(dirs: tuple = (str(PROMPTS_DIR),), mitigate: bool = True) -> SandboxedEnvironment:
+    """Templates are looked up in `dirs` in order (the constitution's own folder, then prompts/)."""
+    env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(list(dirs)), undefined=jinja2.StrictUndefined,
                                autoescape=False, trim_blocks=True, lstrip_blocks=True)
     env.filters["fence"] = fence if mitigate else (lambda text: str(text))
     return env
@@ -45,21 +46,24 @@ def check_name(name: str, where: str) -> None:
                          "use a name such as judge_logprob.j2")
 
 
-def render(name: str, where: str = "", mitigate: bool = True, directory: Path = PROMPTS_DIR, **variables) -> str:
+def render(name: str, where: str = "", mitigate: bool = True, dirs: tuple = (str(PROMPTS_DIR),), **variables) -> str:
     """Render a template; every template problem becomes an RlaifError naming the template."""
     check_name(name, where)
-    label = f"{directory.name}/{name}"
     try:
-        return environment(str(directory), mitigate).get_template(name).render(**variables).strip() + "\n"
+        return environment(tuple(map(str, dirs)), mitigate).get_template(name).render(**variables).strip() + "\n"
     except jinja2.TemplateNotFound as e:
-        found = ", ".join(sorted(p.name for p in directory.glob("*.j2") if not p.name.startswith("_")))
-        raise RlaifError(f"template {e.name!r} not found", where or label, f"use one of: {found}") from None
+        found = ", ".join(sorted(p.name for p in PROMPTS_DIR.glob("*.j2") if not p.name.startswith("_")))
+        raise RlaifError(f"template {e.name!r} not found", where, f"use one of: {found}") from None
     except jinja2.TemplateSyntaxError as e:
-        raise RlaifError(f"template syntax error: {e.message}", f"{e.filename or label}:{e.lineno}",
+        raise RlaifError(f"template syntax error: {e.message}", f"{e.filename or name}:{e.lineno}",
                          "fix the jinja2 syntax") from None
     except jinja2.UndefinedError as e:
-        raise RlaifError(f"template uses an undefined variable: {e.message}", label,
+        raise RlaifError(f"template uses an undefined variable: {e.message}", _origin(name, dirs),
                          "use only the variables listed in prompts/README.md") from None
     except SecurityError as e:
-        raise RlaifError(f"template blocked by the sandbox: {e}", label,
+        raise RlaifError(f"template blocked by the sandbox: {e}", _origin(name, dirs),
                          "templates may only format the documented variables") from None
+
+
+def _origin(name: str, dirs: tuple) -> str:
+    return next((str(Path(d) / name) for d in dirs if (Path(d) / name).is_file()), name)
