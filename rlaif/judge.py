@@ -21,6 +21,7 @@ from rlaif.store import append_jsonl, read_jsonl
 from rlaif.templates import render
 
 LABELS = ("A", "B")
+DEFAULT_TEMPLATES = {"logprob": "judge_logprob.j2", "cot": "judge_cot.j2"}
 VERDICT_RE = re.compile(r"^\s*\**\s*verdict\s*\**\s*:\s*\**\s*(A|B|tie)\s*\**\s*\.?\s*$", re.IGNORECASE)
 
 
@@ -58,12 +59,14 @@ def verdict_of(p_a: float | None) -> str | None:
 
 def make_jobs(pairs: list[dict], constitution: Constitution, seed: int, identity: str, mode: str,
               settings: dict, mitigate: bool = True) -> list[Job]:
+    # A judge that cannot give log-probs falls back to chain of thought, which needs the CoT template.
+    template = constitution.template if mode == constitution.label_mode else DEFAULT_TEMPLATES[mode]
     jobs = []
     for pair in pairs:
         for principle, _ in constitution.sample(pair["pair_id"], seed):
             for order in ("ab", "ba"):
                 a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
-                text = render(constitution.template, str(constitution.path), mitigate, constitution.template_dirs, principle=principle,
+                text = render(template, str(constitution.path), mitigate, constitution.template_dirs, principle=principle,
                               prompt=pair["prompt"], response_a=a, response_b=b)
                 key = hashlib.sha256(json.dumps([text, identity, mode, settings], sort_keys=True).encode()).hexdigest()
                 jobs.append(Job(pair["pair_id"], principle, order, text, key))

@@ -108,7 +108,9 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
     # Validate models before writing anything: a missing folder fails here, with no run folder made.
     from rlaif.models import resolve
 
-    for model in {cfg.generate.model, cfg.judge.model}:
+    used = {cfg.generate.model} if {"generate", "reward", "policy"} & set(cfg.stages) else set()
+    used |= {cfg.judge.model} if {"judge", "policy"} & set(cfg.stages) else set()
+    for model in used:
         if not model.startswith("openai:"):
             resolve(model)
     run.root.mkdir(parents=True, exist_ok=True)
@@ -171,5 +173,8 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
 
         run_training(cfg, constitution, run, pool, eval_prompts,
                      lambda *a: _stage(*a, cfg, constitution))
-    print(f"rlaif: done: {run.root}", file=sys.stderr)
+    from rlaif import run_report
+
+    run_report.write(run)
+    print(f"rlaif: done: {run.root} (open {run.report} for the report)", file=sys.stderr)
     return 0

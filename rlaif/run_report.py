@@ -1,0 +1,62 @@
+"""report.html of a pipeline run: stage counts and timings, the judge's score distribution and position
+bias, per-principle results, the training evaluation, and a few preference pairs to read."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from rlaif import report
+from rlaif.store import Run, atomic_write_text, read_jsonl
+
+
+def _judge_plots(judgments: list[dict], prefs: list[dict]) -> str:
+    fig, (ax1, ax2) = report.figure(11, 3.8, ncols=2)
+    first = [j["p_a"] if j["order"] == "ab" else 1 - j["p_a"] for j in judgments if j["p_a"] is not None]
+    ax1.hist(first, bins=20, range=(0, 1), color="#888")
+    ax1.set(title="P(response shown first is better), single orders", xlabel="probability", ylabel="judgments")
+    scores = [r["score"] for r in prefs]
+    ax2.hist(scores, bins=20, range=(0, 1), color="#4a7")
+    ax2.set(title="Pair scores of kept preferences (both orders)", xlabel="P(response_a is better)")
+    return report.img(report.png_base64(fig), "judge score distributions")
+
+
+def _per_principle(judgments: list[dict]) -> list[dict]:
+    by = defaultdict(list)
+    for j in judgments:
+        by[j["principle_id"]].append(j)
+    rows = []
+    for pid, js in sorted(by.items()):
+        shown_first = [j["p_a"] if j["order"] == "ab" else 1 - j["p_a"] for j in js if j["p_a"] is not None]
+        rows.append({"principle": pid, "judgments": len(js), "parse_failures": sum(j["verdict"] is None for j in js),
+                     "mean P(first shown better)": sum(shown_first) / len(shown_first) if shown_first else None})
+    return rows
+
+
+def write(run: Run) -> None:
+    summary = json.loads(run.summary.read_text()) if run.summary.exists() else {}
+    stages = [{"stage": s, **{k: v for k, v in summary[s].items() if not isinstance(v, (dict, list))}}
+              for s in ("generate", "judge", "preferences", "reward", "policy") if s in summary]
+    columns = ["stage", "seconds", "pairs", "generated", "reused", "judged", "tokens_per_second", "seconds_per_pair",
+               "parse_failures", "kept", "dropped", "tied", "steps", "seconds_per_step", "reward_accuracy"]
+    sections = [("Stages", report.table(stages, [c for c in columns if any(c in r for r in stages)]))]
+    headline = {k: summary.get(k) for k in ("reward_accuracy", "policy_win_rate", "reward_base", "reward_policy")}
+    if any(v is not None for v in headline.values()):
+        sections.append(("What training did", report.table([headline], list(headline)) +
+                         "<p>policy_win_rate: the trained policy against the base policy on held-out prompts, judged "
+                         "in both orders (0.5 is a draw). reward_*: mean reward under the trained reward model. "
+                         "With the embedded 135M judge these sit near chance; read them as such.</p>"))
+    judgments = read_jsonl(run.judgments)
+    prefs = read_jsonl(run.preferences_jsonl)
+    if judgments:
+        sections.append(("Judge", _judge_plots(judgments, prefs) + report.table(
+            _per_principle(judgments), ["principle", "judgments", "parse_failures", "mean P(first shown better)"]) +
+            "<p>A judge without position bias puts P(first shown better) near 0.5 on average; scoring both orders "
+            "cancels what bias there is.</p>"))
+    for row in sorted(prefs, key=lambda r: -r["margin"])[:5]:
+        sections.append((f"Preference {row['pair_id']} (score {row['score']:.3f})",
+                         report.pre(row["prompt"][0]["content"], 600) + "<p>chosen</p>" +
+                         report.pre(row["chosen"][0]["content"], 800) + "<p>rejected</p>" +
+                         report.pre(row["rejected"][0]["content"], 800)))
+    name = summary.get("constitution", {}).get("name", "")
+    atomic_write_text(run.report, report.html_page(f"RLAIF run {run.root.name} ({name})", sections))

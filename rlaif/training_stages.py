@@ -1,0 +1,96 @@
+"""Reward and policy stages, and the evaluation of what they trained (summary.json's headline figures)."""
+
+from __future__ import annotations
+
+import time
+
+from rlaif.errors import RlaifError
+from rlaif.generate import derive_seed, pair_id
+from rlaif.store import atomic_write_text, jsonl_text
+
+
+def _base_model(cfg) -> str:
+    from rlaif.models import resolve
+
+    if cfg.generate.model.startswith("openai:"):
+        raise RlaifError("training needs local weights, but the policy model is an endpoint", "--policy-model",
+                         "pass the embedded model, a local folder or a hub id as --policy-model")
+    return resolve(cfg.generate.model)[0]
+
+
+def _load_preferences(run):
+    from datasets import load_from_disk
+
+    if not (run.preferences / "state.json").exists():
+        raise RlaifError("no preference dataset in this run folder", str(run.preferences),
+                         "add preferences to --stages (and generate,judge if they have not run)")
+    return load_from_disk(str(run.preferences))
+
+
+def run_training(cfg, constitution, run, pool, eval_prompts: list[str], stage) -> None:
+    from rlaif.train import train_policy, train_reward
+
+    base = _base_model(cfg)
+    dataset = _load_preferences(run)
+    if "reward" in cfg.stages:
+        t = time.time()
+        info = train_reward(base, dataset, run.reward_model, cfg.train, cfg.seed)
+        run.update_summary("reward_accuracy", info["reward_accuracy"])
+        stage(run, "reward", t, info)
+    if "policy" in cfg.stages:
+        t = time.time()
+        info = train_policy(base, run.reward_model, dataset, run.policy, cfg.train, cfg.seed)
+        if _is_main_process():
+            info["evaluation"] = evaluate(cfg, constitution, run, pool, eval_prompts or [])
+            for key in ("policy_win_rate", "reward_base", "reward_policy"):
+                run.update_summary(key, info["evaluation"][key])
+        stage(run, "policy", t, info)
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
+    """The trained policy against the base policy on held-out prompts, judged in both orders by the
+    judge, and both scored by the trained reward model."""
+    from rlaif.judge import pair_scores, run_judge
+    from rlaif.run import judge_mode, judge_settings
+    from rlaif.train import reward_scores
+
+    if not prompts:
+        return {"policy_win_rate": None, "reward_base": None, "reward_policy": None,
+                "note": "no held-out prompts left in the prompt file after --num-prompts"}
+    t = time.time()
+    convs = [[{"role": "user", "content": p}] for p in prompts]
+    seed = derive_seed(cfg.seed, "eval")
+    kw = dict(seed=seed, max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
+              top_p=cfg.generate.top_p)
+    base_out = pool.get(cfg.generate.model, cfg.generate.base_url).generate(convs, **kw)
+    policy_engine = pool.get(str(run.policy))
+    policy_out = policy_engine.generate(convs, **kw)
+    pairs = [{"pair_id": f"eval-{pair_id(i, p)}", "prompt": p, "response_a": a, "response_b": b}
+             for i, (p, a, b) in enumerate(zip(prompts, policy_out, base_out))]
+    judge = pool.get(cfg.judge.model, cfg.judge.base_url)
+    mode = judge_mode(constitution, judge)
+    judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg),
+                             batch_size=cfg.judge.batch_size)
+    scores = pair_scores(pairs, judgments, constitution, cfg.seed)
+    decided = [s for s in scores.values() if s is not None]
+    wins = sum(1.0 if s > 0.5 else 0.5 if s == 0.5 else 0.0 for s in decided)
+    r_policy = reward_scores(run.reward_model, prompts, policy_out) if (run.reward_model / "config.json").exists() else []
+    r_base = reward_scores(run.reward_model, prompts, base_out) if r_policy else []
+    (run.root / "eval").mkdir(exist_ok=True)
+    atomic_write_text(run.root / "eval" / "pairs.jsonl", jsonl_text(
+        [{**p, "score": scores[p["pair_id"]], "reward_policy": rp, "reward_base": rb}
+         for p, rp, rb in zip(pairs, r_policy or [None] * len(pairs), r_base or [None] * len(pairs))]))
+    atomic_write_text(run.root / "eval" / "judgments.jsonl", jsonl_text(judgments))
+    return {
+        "policy_win_rate": wins / len(decided) if decided else None,
+        "reward_base": sum(r_base) / len(r_base) if r_base else None,
+        "reward_policy": sum(r_policy) / len(r_policy) if r_policy else None,
+        "n_prompts": len(prompts), "n_judged": len(decided), "seconds": round(time.time() - t, 2),
+        "note": "response_a is the trained policy, response_b the base policy; a win rate of 0.5 is a draw",
+    }
