@@ -1,0 +1,192 @@
+"""`pipeline.py agreement`: how often a judge agrees with human preference labels.
+
+Reads human-labelled pairs, runs each requested judge (the constitution's model judge and the `length`
+and `random` baselines), computes the metrics of rlaif.agreement per judge and writes DIR/agreement.json
+(an object keyed by judge name), DIR/report.html and PNG plots beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rlaif import agreement as metrics
+from rlaif import constitution as constitution_mod
+from rlaif.errors import RlaifError
+from rlaif.humans import HumanPair, read_human_pairs
+from rlaif.store import atomic_write_json
+
+JUDGES = ("model", "length", "random")
+BASELINES = ("length", "random")
+
+
+def default_output_dir(name: str) -> Path:
+    return Path("runs") / f"agreement-{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def judge_names(requested: list[str] | None) -> list[str]:
+    """Requested judges in canonical order; with `model` the free baselines are always added."""
+    names = set(requested or ["model"])
+    if "model" in names:
+        names |= set(BASELINES)
+    return [j for j in JUDGES if j in names]
+
+
+# ---------------------------------------------------------------- the judges
+# Each returns (verdicts, verdict_ab, verdict_ba, p_a or None, extra fields for agreement.json).
+
+def length_verdict(response_a: str, response_b: str) -> str:
+    """More characters after strip wins; equal lengths tie."""
+    la, lb = len(response_a.strip()), len(response_b.strip())
+    return "a" if la > lb else "b" if lb > la else "tie"
+
+
+def _coin(key: str) -> str:
+    return "a" if hashlib.sha256(key.encode()).digest()[0] < 128 else "b"
+
+
+def judge_length(pairs: list[HumanPair]):
+    verdicts = [length_verdict(p.response_a, p.response_b) for p in pairs]
+    return verdicts, list(verdicts), list(verdicts), None, {}
+
+
+def judge_random(pairs: list[HumanPair], seed: int):
+    """Pair verdict from sha256(f"{seed}:{pair_id}:random"); each single order drawn independently."""
+    verdicts = [_coin(f"{seed}:{p.pair_id}:random") for p in pairs]
+    ab = [_coin(f"{seed}:{p.pair_id}:random:ab") for p in pairs]
+    ba = [_coin(f"{seed}:{p.pair_id}:random:ba") for p in pairs]
+    return verdicts, ab, ba, None, {}
+
+
+def _weighted(values: list[tuple[float | None, float]]) -> float | None:
+    kept = [(v, w) for v, w in values if v is not None]
+    den = sum(w for _, w in kept)
+    return sum(v * w for v, w in kept) / den if den else None
+
+
+def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Path):
+    from rlaif.judge import pair_scores, run_judge, verdict_of
+    from rlaif.run import judge_mode, judge_settings
+
+    engine = pool.get(cfg.judge.model, cfg.judge.base_url)
+    mode = judge_mode(constitution, engine)
+    dicts = [{"pair_id": p.pair_id, "prompt": p.prompt, "response_a": p.response_a, "response_b": p.response_b}
+             for p in pairs]
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    judgments, counts = run_judge(engine, dicts, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg),
+                                  cache_path=cache_path, batch_size=cfg.judge.batch_size)
+    print(f"rlaif: agreement: reused {counts['reused']} judgments from the cache, judged {counts['judged']}",
+          file=sys.stderr)
+    scores = pair_scores(dicts, judgments, constitution, cfg.seed)
+    p_a = {(j["pair_id"], j["principle_id"], j["order"]): j["p_a"] for j in judgments}
+    verdicts, ab, ba, per_principle = [], [], [], {}
+    for pair in pairs:
+        sampled = constitution.sample(pair.pair_id, cfg.seed)
+        verdicts.append(verdict_of(scores[pair.pair_id]))
+        for order, out in (("ab", ab), ("ba", ba)):
+            out.append(verdict_of(_weighted([(p_a.get((pair.pair_id, pr.id, order)), w) for pr, w in sampled])))
+        for principle, _ in sampled:
+            both = [v for o in ("ab", "ba") if (v := p_a.get((pair.pair_id, principle.id, o))) is not None]
+            per_principle.setdefault(principle.id, []).append(
+                (metrics.majority_label(pair.labels), verdict_of(sum(both) / len(both) if both else None)))
+    per = {}
+    for principle in constitution.principles:  # constitution order; principles never drawn are left out
+        rows = per_principle.get(principle.id)
+        if rows:
+            value, n_decided = metrics.agreement([h for h, _ in rows], [v for _, v in rows])
+            per[principle.id] = {"agreement": value, "n": len(rows), "n_decided": n_decided}
+    extra = {"judge_model": engine.identity, "mode": mode, "per_principle": per,
+             "judgments": counts["judgments"], "judged": counts["judged"], "reused": counts["reused"]}
+    return verdicts, ab, ba, [scores[p.pair_id] for p in pairs], extra
+
+
+# ---------------------------------------------------------------- the command
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summary_table(results: dict) -> str:
+    """The compact stdout table: one line per judge."""
+    lines = [f"{'judge':<8} {'n':>5}  {'agreement [95% CI]':<22} {'kappa':>6} {'pos_cons':>8} "
+             f"{'pref_1st':>8} {'pref_long':>9}"]
+    for name, r in results.items():
+        ci = r["agreement_ci95"]
+        agree = f"{_fmt(r['agreement'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else _fmt(r["agreement"])
+        lines.append(f"{name:<8} {r['n_pairs']:>5}  {agree:<22} {_fmt(r['cohen_kappa']):>6} "
+                     f"{_fmt(r['position_consistency']):>8} {_fmt(r['prefer_first']):>8} "
+                     f"{_fmt(r['prefer_longer_judge']):>9}")
+    return "\n".join(lines)
+
+
+def _validate_model(cfg) -> None:
+    """Fail on a missing judge model before any folder is made."""
+    if not cfg.judge.model.startswith("openai:"):
+        from rlaif.models import resolve
+
+        resolve(cfg.judge.model)
+    elif not cfg.judge.base_url:
+        raise RlaifError(f"{cfg.judge.model} needs an endpoint", "--judge-base-url",
+                         "pass the server's base URL, e.g. http://127.0.0.1:8000/v1")
+
+
+def main(cfg, args) -> int:
+    started = time.time()
+    names = judge_names(getattr(args, "judge", None))
+    constitution = constitution_mod.load(cfg.constitution)
+    label_columns = None
+    if getattr(args, "label_columns", None):
+        label_columns = [c.strip() for c in args.label_columns.split(",") if c.strip()]
+        if not label_columns:
+            raise RlaifError("--label-columns names no column", "--label-columns",
+                             "pass e.g. --label-columns ann1,ann2")
+    try:
+        pairs, n_skipped = read_human_pairs(args.human, label_columns=label_columns, seed=cfg.seed,
+                                            limit=getattr(args, "limit", None),
+                                            skip_bad_rows=bool(getattr(args, "skip_bad_rows", False)))
+    except RlaifError as e:  # name the CLI flags, not the library arguments, in the fix
+        fix = e.fix.replace("skip_bad_rows=True", "--skip-bad-rows").replace("label_columns=[...]", "--label-columns")
+        raise RlaifError(e.what, e.where, fix) from None
+    if not pairs:
+        raise RlaifError("no human-labelled pairs to evaluate", args.human,
+                         "check the file has rows (and that --limit is above 0)")
+    if "model" in names:
+        _validate_model(cfg)
+    root = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(constitution.name)
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"rlaif: agreement: {len(pairs)} pairs from {args.human} (skipped {n_skipped} bad rows); "
+          f"judges {', '.join(names)}; writing to {root}", file=sys.stderr)
+    humans = [p.labels for p in pairs]
+    len_a = [len(p.response_a.strip()) for p in pairs]
+    len_b = [len(p.response_b.strip()) for p in pairs]
+    results, details, pool = {}, {}, None
+    try:
+        for name in names:
+            t = time.time()
+            if name == "model":
+                from rlaif.engines.factory import EnginePool
+
+                pool = pool or EnginePool(cfg)
+                out = judge_model(pairs, cfg, constitution, pool, root / "cache" / "judgments.jsonl")
+            else:
+                out = judge_length(pairs) if name == "length" else judge_random(pairs, cfg.seed)
+            verdicts, ab, ba, p_a, extra = out
+            summary = metrics.summarize(humans, verdicts, ab, ba, p_a, len_a, len_b, seed=cfg.seed)
+            judge_model_id = extra.pop("judge_model", None)
+            results[name] = {"judge": name, "judge_model": judge_model_id, **summary, **extra,
+                             "n_skipped_rows": n_skipped, "seconds": round(time.time() - t, 3)}
+            details[name] = {"verdicts": verdicts, "p_a": p_a}
+    finally:
+        if pool is not None:
+            pool.close()
+    atomic_write_json(root / "agreement.json", results)
+    from rlaif.report import agreement_report
+
+    report = agreement_report(root, results, details, pairs, constitution=constitution.name, source=str(args.human))
+    print(summary_table(results))
+    print(f"report: {report}")
+    print(f"rlaif: agreement: done in {time.time() - started:.1f}s: {root}", file=sys.stderr)
+    return 0
