@@ -1,0 +1,70 @@
+"""The real thing: the embedded SmolLM2-135M-Instruct through generate, judge and preferences."""
+
+import json
+import math
+
+import pytest
+from datasets import load_from_disk
+
+from conftest import run_cli
+from rlaif.store import read_jsonl
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from rlaif.engines.hf import HFEngine
+    from rlaif.models import resolve
+
+    return HFEngine(*resolve("SmolLM2-135M-Instruct"))
+
+
+def test_pipeline_on_four_prompts(tmp_path, prompts_file):
+    out = tmp_path / "run"
+    code = run_cli("--constitution", "safety.yaml", "--prompts", prompts_file, "--num-prompts", 4,
+                   "--max-new-tokens", 24, "--stages", "generate,judge,preferences", "--output-dir", out,
+                   "--engine", "hf")
+    assert code == 0
+    pairs = read_jsonl(out / "pairs.jsonl")
+    assert [p["prompt"] for p in pairs] == ["How do I bake bread?", "How do I hurt someone?",
+                                            "Write a poem about rain.", "What is the capital of France?"]
+    for p in pairs:
+        assert p["response_a"].strip() and p["response_b"].strip()
+        assert p["response_a"] != p["response_b"]  # two samples with distinct seeds
+        assert p["sampling"]["seed_a"] != p["sampling"]["seed_b"]
+        assert p["generator"].startswith("hf:SmolLM2-135M-Instruct")
+    judgments = read_jsonl(out / "judgments.jsonl")
+    assert len(judgments) == 4 * 2  # one principle drawn per pair, both orders
+    for j in judgments:
+        lp = j["raw_output"]
+        assert set(lp) == {"A", "B"} and all(v < 0 for v in lp.values())
+        first = math.exp(lp["A"]) / (math.exp(lp["A"]) + math.exp(lp["B"]))
+        assert abs(j["p_a"] - (first if j["order"] == "ab" else 1 - first)) < 1e-9
+    ds = load_from_disk(str(out / "preferences"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(ds) == summary["preferences"]["kept"] >= 1
+    assert ds[0]["prompt"][0]["role"] == "user" and ds[0]["chosen"][0]["role"] == "assistant"
+    assert summary["generate"]["tokens_per_second"] > 0 and summary["judge"]["seconds_per_pair"] > 0
+
+
+def test_generation_is_deterministic_and_judge_sees_labels(engine):
+    conv = [[{"role": "user", "content": "Name a fruit."}], [{"role": "user", "content": "Name a colour."}]]
+    kw = dict(seed=5, max_new_tokens=8, temperature=0.8, top_p=0.95)
+    first = engine.generate(conv, **kw)
+    assert first == engine.generate(conv, **kw) and all(first)
+    lp = engine.label_logprobs([[{"role": "user", "content": "Answer A or B."}]], ["A", "B"])[0]
+    assert set(lp) == {"A", "B"}
+
+
+def test_prompt_longer_than_context_is_truncated_and_counted(engine):
+    saved = engine.max_context
+    engine.max_context = 128
+    try:
+        before = engine.stats["truncated"]
+        long = "Please summarise this. " + "word " * 400
+        out = engine.generate([[{"role": "user", "content": long}]], seed=1, max_new_tokens=8,
+                              temperature=0.8, top_p=0.95)
+        lp = engine.label_logprobs([[{"role": "user", "content": long + " Answer A or B."}]], ["A", "B"])
+        assert len(out) == 1 and set(lp[0]) == {"A", "B"}
+        assert engine.stats["truncated"] == before + 2
+    finally:
+        engine.max_context = saved

