@@ -20,6 +20,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
