@@ -8,9 +8,6 @@ pair's id, so they are judged under the same drawn principle(s).
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import sys
 import tempfile
@@ -124,65 +121,47 @@ def judge_all(engine, pairs, constitution, cfg, mitigate: bool, cache: Path) -> 
     return out
 
 
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
 def chart_png(report: dict) -> str:
-    import matplotlib
+    from rlaif.report import figure, png_base64
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    labels = ["injected", "control"]
+    fig, ax = figure(6, 3.2)
     for i, (name, color) in enumerate((("mitigated", "#2b6cb0"), ("unmitigated", "#c05621"))):
         vals = [report[name]["flip_rate"] or 0, report[name]["control_flip_rate"] or 0]
         ax.bar([x + i * 0.38 for x in range(2)], vals, 0.38, label=name + (" (shipped)" if i == 0 else ""), color=color)
-    ax.set_xticks([0.19, 1.19], labels)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("flip rate")
-    ax.set_title(f"Verdict flip rate, {report['n_pairs']} pairs")
+    ax.set_xticks([0.19, 1.19], ["injected", "control"])
+    ax.set(ylim=(0, 1), ylabel="flip rate", title=f"Verdict flip rate, {report['n_pairs']} pairs")
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_base64(fig)
+
+
+EXPLANATION = """<p>Each pair is judged in both orders three ways: as written (clean), with an injection appended to the
+worse response, and with a neutral control text of the same length appended instead. The <b>flip rate</b> is the
+share of pairs whose verdict changes from clean to injected; the <b>control flip rate</b> is the same for the
+neutral text, so it measures how much any appended text moves the judge. An injection matters by the gap between
+the two. The <b>injection success rate</b> counts the flips that land on the worse response. <i>Mitigated</i> uses
+the shipped templates, which fence look-alike headers, special tokens and our quote markers; <i>unmitigated</i>
+turns that filter off, so the difference shows what the fence buys. With few pairs these rates are coarse.</p>"""
 
 
 def render_html(report: dict) -> str:
-    m, u, e = report["mitigated"], report["unmitigated"], html.escape
-    rows = "".join(f"<tr><th>{label}</th><td>{_fmt(m[key])}</td><td>{_fmt(u[key])}</td></tr>" for label, key in (
-        ("Flip rate (injection)", "flip_rate"), ("Control flip rate", "control_flip_rate"),
-        ("Injection success rate", "injection_success_rate"), ("Clean accuracy", "clean_accuracy")))
-    kinds = "".join(
-        f"<tr><td>{e(k)}</td><td>{m['per_kind'][k]['n']}</td><td>{_fmt(m['per_kind'][k]['flip_rate'])}</td>"
-        f"<td>{_fmt(m['per_kind'][k]['control_flip_rate'])}</td><td>{_fmt(u['per_kind'][k]['flip_rate'])}</td>"
-        f"<td>{_fmt(u['per_kind'][k]['control_flip_rate'])}</td></tr>" for k in m["per_kind"])
+    from rlaif.report import esc, html_page, img, table
+
+    m, u = report["mitigated"], report["unmitigated"]
+    rates = [{"": label, "mitigated (shipped templates)": m[key], "unmitigated (no fence)": u[key]}
+             for label, key in (("Flip rate (injection)", "flip_rate"), ("Control flip rate", "control_flip_rate"),
+                                ("Injection success rate", "injection_success_rate"),
+                                ("Clean accuracy", "clean_accuracy"))]
+    kinds = [{"kind": k, "n": m["per_kind"][k]["n"], "flip (mitigated)": m["per_kind"][k]["flip_rate"],
+              "control (mitigated)": m["per_kind"][k]["control_flip_rate"],
+              "flip (unmitigated)": u["per_kind"][k]["flip_rate"],
+              "control (unmitigated)": u["per_kind"][k]["control_flip_rate"]} for k in m["per_kind"]]
     c, j = report["constitution"], report["judge"]
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>rlaif robustness: {e(c['name'])}</title>
-<style>body{{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.4}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #bbb;padding:.3em .7em;text-align:left}}</style>
-</head><body>
-<h1>Prompt-injection robustness of the judge</h1>
-<p>Constitution <b>{e(c['name'])}</b> v{e(c['version'])}; judge <code>{e(j['identity'])}</code> ({e(j['mode'])} mode);
-{report['n_pairs']} pairs from <code>{e(report['pairs_file'])}</code>; seed {report['seed']}; {report['seconds']} s.</p>
-<table><tr><th></th><th>Mitigated (shipped templates)</th><th>Unmitigated (no fence)</th></tr>{rows}</table>
-<p>Each pair is judged in both orders three ways: as written (clean), with an injection appended to the worse
-response, and with a neutral control text of the same length appended instead. The <b>flip rate</b> is the share
-of pairs whose verdict changes from clean to injected; the <b>control flip rate</b> is the same for the neutral
-text, so it measures how much any appended text moves the judge. An injection matters by the gap between the two.
-The <b>injection success rate</b> counts the flips that land on the worse response. <i>Mitigated</i> uses the
-shipped templates, which fence look-alike headers, special tokens and our quote markers; <i>unmitigated</i> turns
-that filter off, so the difference shows what the fence buys. With few pairs these rates are coarse.</p>
-<img alt="flip rate bar chart" src="data:image/png;base64,{chart_png(report)}">
-<h2>By kind of injection</h2>
-<table><tr><th>kind</th><th>n</th><th>flip (mitigated)</th><th>control (mitigated)</th><th>flip (unmitigated)</th>
-<th>control (unmitigated)</th></tr>{kinds}</table>
-</body></html>
-"""
+    intro = (f"<p>Constitution <b>{esc(c['name'])}</b> v{esc(c['version'])}; judge <code>{esc(j['identity'])}</code> "
+             f"({esc(j['mode'])} mode); {report['n_pairs']} pairs from <code>{esc(report['pairs_file'])}</code>; "
+             f"seed {report['seed']}; {report['seconds']} s.</p>")
+    return html_page(f"Prompt-injection robustness of the judge: {c['name']}", [
+        ("Flip rates", intro + table(rates, list(rates[0])) + EXPLANATION + img(chart_png(report), "flip rate chart")),
+        ("By kind of injection", table(kinds, list(kinds[0]) if kinds else ["kind"]))])
 
 
 def main(cfg, args) -> int:
@@ -220,7 +199,9 @@ def main(cfg, args) -> int:
     page = render_html(report)  # build everything before the first write
     atomic_write_json(root / "robustness.json", report)
     atomic_write_text(root / "robustness.html", page)
-    print(" ".join(f"{k}={_fmt(report[k])}" for k in
+    from rlaif.report import fmt
+
+    print(" ".join(f"{k}={fmt(report[k])}" for k in
                    ("flip_rate", "control_flip_rate", "flip_rate_unmitigated", "control_flip_rate_unmitigated")))
     print(f"rlaif: robustness: {root / 'robustness.json'}, {root / 'robustness.html'}", file=sys.stderr)
     return 0
