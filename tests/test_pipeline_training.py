@@ -1,0 +1,37 @@
+"""The training issue's contract, run for real on the embedded model:
+`pipeline.py --constitution safety.yaml --num-prompts 8 --max-steps 2 --algo dpo|ppo --output-dir DIR`."""
+
+import json
+import subprocess
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from conftest import pipeline_cmd
+from rlaif.models import resolve
+
+
+@pytest.mark.parametrize("algo", ["dpo", "ppo"])
+def test_full_pipeline_trains_and_evaluates(tmp_path, algo):
+    out = tmp_path / f"run-{algo}"
+    proc = subprocess.run(pipeline_cmd("--constitution", "safety.yaml", "--num-prompts", 8, "--max-steps", 2,
+                                       "--algo", algo, "--output-dir", out),
+                          capture_output=True, text=True, cwd=tmp_path, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["reward_accuracy"] <= 1.0
+    assert 0.0 <= summary["policy_win_rate"] <= 1.0
+    assert isinstance(summary["reward_base"], float) and isinstance(summary["reward_policy"], float)
+    assert summary["policy"]["algo"] == algo and summary["policy"]["steps"] == 2
+    assert summary["policy"]["evaluation"]["n_prompts"] == 8  # held out: the 8 prompts after the first 8
+    reward = AutoModelForSequenceClassification.from_pretrained(out / "reward_model")
+    policy = AutoModelForCausalLM.from_pretrained(out / "policy")
+    base = AutoModelForCausalLM.from_pretrained(resolve("SmolLM2-135M-Instruct")[0])
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(policy.state_dict()[key], base.state_dict()[key])
+    assert reward.config.num_labels == 1
+    for stage in ("generate", "judge", "preferences", "reward", "policy"):
+        assert (out / "stages" / f"{stage}.done").exists()
+    page = (out / "report.html").read_text()
+    assert "policy_win_rate" in page and "<img" in page
