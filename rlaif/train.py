@@ -27,9 +27,9 @@ def _setup(cfg: TrainConfig, seed: int, out_dir: Path):
     from accelerate import PartialState
 
     cuda = torch.cuda.is_available()
-    # Threads: measured on the 2-core CI machine (reward/DPO steps, batch 2, max_length 384), one thread was
-    # about as fast as two when the machine was idle and several times faster when another process was busy,
-    # so 0 (auto) means one thread on CPU. On CUDA the CPU side does little; keep up to two.
+    # Threads: measured on a shared 2-core machine (135M model, batch 2, max_length 384, other jobs running):
+    # reward 4.3-7.4 s/step and DPO 6.2-12.2 s/step with one thread, 24 and 26-38 s/step with two.
+    # So 0 (auto) means one thread on CPU; on CUDA the CPU side does little, up to two.
     torch.set_num_threads(cfg.threads if cfg.threads > 0 else (min(2, os.cpu_count() or 1) if cuda else 1))
     state = PartialState(cpu=not cuda)
     out_dir = Path(out_dir)
@@ -128,12 +128,13 @@ def _finish(state, staging: Path, out_dir: Path, base_model: str, save=None, tra
     state.wait_for_everyone()
 
 
-def _run(trainer) -> tuple[int, float, list]:
+def _run(trainer) -> dict:
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
     steps = int(trainer.state.global_step)
-    return steps, seconds / max(steps, 1), trainer.state.log_history
+    return {"steps": steps, "seconds_per_step": seconds / max(steps, 1),
+            "precision": str(trainer.accelerator.mixed_precision), "history": trainer.state.log_history}
 
 
 def _mean_logged(history: list, key: str) -> float | None:
@@ -167,7 +168,7 @@ def train_reward(base_model: str, dataset, out_dir: Path, cfg: TrainConfig, seed
     model.config.pad_token_id = tok.pad_token_id
     args = RewardConfig(max_length=cfg.max_length, **common)
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
-    steps, sps, history = _run(trainer)
+    run = _run(trainer)
     _finish(state, staging, out_dir, base_model, trainer=trainer)
     del trainer, model
 
@@ -180,8 +181,9 @@ def train_reward(base_model: str, dataset, out_dir: Path, cfg: TrainConfig, seed
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
         broadcast_object_list(acc)
-    return {"reward_accuracy": acc[0], "n_train": len(train), "n_eval": n_eval, "steps": steps,
-            "seconds_per_step": sps, "train_loss": _mean_logged(history, "loss")}
+    return {"reward_accuracy": acc[0], "n_train": len(train), "n_eval": n_eval, "steps": run["steps"],
+            "seconds_per_step": run["seconds_per_step"], "train_loss": _mean_logged(run["history"], "loss"),
+            "precision": run["precision"]}
 
 
 def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cfg: TrainConfig, seed: int, *,
@@ -221,10 +223,10 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
     else:
         trainer, save = _ppo_trainer(base_model, reward_model, pairs, cfg, state, staging, common, resp_len)
         loss_key = "loss/policy_avg"
-    steps, sps, history = _run(trainer)
+    run = _run(trainer)
     _finish(state, staging, out_dir, base_model, save=save, trainer=trainer)
-    return {"algo": algo, "n_train": len(pairs), "steps": steps, "seconds_per_step": sps,
-            "train_loss": _mean_logged(history, loss_key)}
+    return {"algo": algo, "n_train": len(pairs), "steps": run["steps"], "seconds_per_step": run["seconds_per_step"],
+            "train_loss": _mean_logged(run["history"], loss_key), "precision": run["precision"]}
 
 
 def _ppo_trainer(base_model, reward_model, pairs, cfg, state, staging, common, resp_len):
@@ -259,6 +261,8 @@ def _ppo_trainer(base_model, reward_model, pairs, cfg, state, staging, common, r
         total_episodes=cfg.max_steps * cfg.batch_size * state.num_processes, num_mini_batches=1,
         local_rollout_forward_batch_size=cfg.batch_size, response_length=resp_len, stop_token="eos",
         kl_coef=cfg.beta, num_sample_generations=0, **common)
+    if args.bf16:  # PPOTrainer builds its own Accelerator(), which reads the precision only from the environment
+        os.environ.setdefault("ACCELERATE_MIXED_PRECISION", "bf16")
     trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
                          train_dataset=data, value_model=value)
 

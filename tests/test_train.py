@@ -80,6 +80,7 @@ def test_reward_model(reward, base_param):
     assert m["steps"] == 2 and m["n_eval"] >= 1 and m["n_train"] + m["n_eval"] == len(ROWS)
     assert isinstance(m["reward_accuracy"], float) and 0.0 <= m["reward_accuracy"] <= 1.0
     assert m["seconds_per_step"] > 0 and math.isfinite(m["train_loss"])
+    assert m["precision"] == ("bf16" if torch.cuda.is_available() else "no")
     assert not (out / "stale.txt").exists()
     model = _changed(out, base_param, AutoModelForSequenceClassification)
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
@@ -104,7 +105,8 @@ def test_reward_scores_batching_is_consistent(reward):
 def test_policy(algo, base, base_param, reward, tmp_path):
     out = tmp_path / "policy"
     m = train_policy(base, reward[0], _dataset(), out, _cfg(algo=algo), seed=0, response_length=16)
-    assert m["algo"] == algo and m["steps"] == 2 and m["seconds_per_step"] > 0
+    assert m["algo"] == algo and m["steps"] == 2 and m["seconds_per_step"] > 0 and math.isfinite(m["train_loss"])
+    assert m["precision"] == ("bf16" if torch.cuda.is_available() else "no")
     model = _changed(out, base_param, AutoModelForCausalLM)
     assert type(model).__name__ == "LlamaForCausalLM"
     assert not any(k.startswith(("policy.", "value_model.")) for k in load_file(out / "model.safetensors"))
