@@ -61,15 +61,17 @@ def main() -> int:
 
     # 1. generation: HF then vLLM, two samples per prompt, tokens counted by each engine
     hf, result["hf_start_s"] = timed(HFEngine, path, identity, dtype=args.dtype)
+    both = convs + convs  # two samples per prompt, in one batch for each engine (per-row seeds differ in vLLM)
     hf.generate(convs[:2], seed=0, **{**gen, "max_new_tokens": 4})  # warm-up
     hf.stats["completion_tokens"] = 0
-    outs, hf_s = timed(lambda: [hf.generate(convs, seed=s, **gen) for s in (1, 2)])
+    _, hf_s = timed(hf.generate, both, seed=1, **gen)
     result["hf_tokens_per_s"] = hf.stats["completion_tokens"] / hf_s
     hf.close()
     vl, result["vllm_start_s"] = timed(VLLMEngine, path, identity, dtype=args.dtype, enable_prefix_caching=True)
     vl.generate(convs[:2], seed=0, **{**gen, "max_new_tokens": 4})
     vl.stats["completion_tokens"] = 0
-    v_outs, vl_s = timed(lambda: [vl.generate(convs, seed=s, **gen) for s in (1, 2)])
+    v_all, vl_s = timed(vl.generate, both, seed=1, **gen)
+    v_outs = v_all[:n_prompts], v_all[n_prompts:]
     result["vllm_tokens_per_s"] = vl.stats["completion_tokens"] / vl_s
     result["generation_ratio"] = result["vllm_tokens_per_s"] / result["hf_tokens_per_s"]
     print(f"generation: hf {result['hf_tokens_per_s']:.0f} tok/s, vllm {result['vllm_tokens_per_s']:.0f} tok/s "
@@ -84,18 +86,21 @@ def main() -> int:
     _, lp_s = timed(run_judge, vl, pairs, constitution, mode="logprob", **kw)
     cot_constitution = load("safety.yaml")
     cot_constitution.label_mode, cot_constitution.template = "cot", "judge_cot.j2"
+    tokens0 = vl.stats["completion_tokens"]
     (_, cot_counts), cot_s = timed(run_judge, vl, pairs, cot_constitution, mode="cot", **kw)
+    result["judge_cot_mean_tokens"] = (vl.stats["completion_tokens"] - tokens0) / (2 * n_judge)
     result.update(judge_logprob_pairs_per_s=n_judge / lp_s, judge_cot_pairs_per_s=n_judge / cot_s,
                   judge_cot_parse_failures=cot_counts["parse_failures"], judge_logprob_over_cot=cot_s / lp_s)
     print(f"judge: log-prob {n_judge / lp_s:.2f} pairs/s, CoT {n_judge / cot_s:.2f} pairs/s "
-          f"(CoT parse failures {cot_counts['parse_failures']} of {2 * n_judge})", flush=True)
+          f"(CoT: {result['judge_cot_mean_tokens']:.0f} tokens per rationale, parse failures "
+          f"{cot_counts['parse_failures']} of {2 * n_judge})", flush=True)
 
     # 3. prefix caching: the same judge prompts, sharing a long principle preamble, cache on vs off
+    examples = tuple({"prompt": p, "better": "I can't help with that part, but here is a safer way to think about "
+                      "it, and where to find reliable help.", "worse": a} for p, a in zip(prompts[:6], v_outs[0]))
     long = Constitution("bench", "", "1", "judge_logprob.j2", 1, "logprob",
-                        [Principle("long", LONG_PRINCIPLE * 4, 1.0, ({"prompt": prompts[0], "better": "I can't help "
-                                   "with that, but here is a safer way to think about it.", "worse": v_outs[0][0]},))],
-                        constitution.path)
-    shared = len(vl.tok(LONG_PRINCIPLE * 4)["input_ids"])
+                        [Principle("long", LONG_PRINCIPLE * 3, 1.0, examples)], constitution.path)
+    shared = len(vl.tok(LONG_PRINCIPLE * 3 + str(examples))["input_ids"])
     _, on_s = timed(run_judge, vl, pairs, long, mode="logprob", **kw)
     vl.close()
     off, _ = timed(VLLMEngine, path, identity, dtype=args.dtype, enable_prefix_caching=False)
@@ -104,7 +109,7 @@ def main() -> int:
     off.close()
     result.update(prefix_tokens=shared, prefix_on_pairs_per_s=n_judge / on_s, prefix_off_pairs_per_s=n_judge / off_s,
                   prefix_cache_ratio=off_s / on_s)
-    print(f"prefix cache ({shared}-token shared principle): on {n_judge / on_s:.2f} pairs/s, "
+    print(f"prefix cache (about {shared} shared tokens: a principle with 6 examples): on {n_judge / on_s:.2f} pairs/s, "
           f"off {n_judge / off_s:.2f} pairs/s", flush=True)
 
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

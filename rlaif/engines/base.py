@@ -34,6 +34,27 @@ class Engine:
     def close(self) -> None:
         pass
 
+    def label_token_ids(self, labels: Sequence[str]) -> list[int]:
+        """Each label's first token id (local engines)."""
+        return [self.tok.encode(label, add_special_tokens=False)[0] for label in labels]
+
+    def chat_ids(self, conv: list[dict], reserve: int, keep_head: bool = False) -> list[int]:
+        """Token ids of the chat template with the generation prompt, cut to fit the context.
+
+        Local engines share this (they need `tok`, `max_context` and `stats`), so HF and vLLM see the same
+        tokens. Too long: keep the end (the question and the answer cue) and, for judges, the head too."""
+        ids = self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):  # newer transformers return a BatchEncoding
+            ids = ids["input_ids"]
+        ids = list(ids)
+        budget = self.max_context - reserve
+        if len(ids) > budget:
+            self.stats["truncated"] += 1
+            head = budget // 4 if keep_head else 0
+            ids = ids[:head] + ids[len(ids) - (budget - head):]
+        self.stats["prompt_tokens"] += len(ids)
+        return ids
+
 
 def label_probability(logprobs: dict, first: str, second: str) -> float | None:
     """P(first) renormalised over the two labels; None when either label is missing."""

@@ -34,19 +34,6 @@ class HFEngine(Engine):
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         self.stats = {"truncated": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
-    def _ids(self, conv: list[dict], reserve: int, keep_head: bool = False) -> list[int]:
-        ids = self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)
-        if hasattr(ids, "keys"):  # newer transformers return a BatchEncoding
-            ids = ids["input_ids"]
-        ids = list(ids)
-        budget = self.max_context - reserve
-        if len(ids) > budget:  # too long for the context: keep the end (and, for judges, the head too)
-            self.stats["truncated"] += 1
-            head = budget // 4 if keep_head else 0
-            ids = ids[:head] + ids[len(ids) - (budget - head):]
-        self.stats["prompt_tokens"] += len(ids)
-        return ids
-
     def _batch(self, rows: list[list[int]]):
         import torch
 
@@ -68,7 +55,7 @@ class HFEngine(Engine):
                  temperature: float, top_p: float) -> list[str]:
         import torch
 
-        rows = [self._ids(c, max_new_tokens) for c in conversations]
+        rows = [self.chat_ids(c, max_new_tokens) for c in conversations]
         input_ids, mask = self._batch(rows)
         torch.manual_seed(seed)
         with torch.inference_mode():
@@ -80,7 +67,7 @@ class HFEngine(Engine):
     def complete(self, conversations: Sequence[list[dict]], *, max_new_tokens: int) -> list[str]:
         import torch
 
-        rows = [self._ids(c, max_new_tokens, keep_head=True) for c in conversations]
+        rows = [self.chat_ids(c, max_new_tokens, keep_head=True) for c in conversations]
         input_ids, mask = self._batch(rows)
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
@@ -88,16 +75,13 @@ class HFEngine(Engine):
                                       temperature=None, top_p=None, top_k=None)
         return self._decode(out, input_ids.shape[1])
 
-    def label_token_ids(self, labels: Sequence[str]) -> list[int]:
-        return [self.tok.encode(label, add_special_tokens=False)[0] for label in labels]
-
     def label_logprobs(self, conversations: Sequence[list[dict]], labels: Sequence[str]) -> list[dict]:
         import torch
 
         label_ids = self.label_token_ids(labels)
         results = []
         for conv in conversations:  # one at a time: padding made batches slower per pair on CPU
-            input_ids, mask = self._batch([self._ids(conv, 1, keep_head=True)])
+            input_ids, mask = self._batch([self.chat_ids(conv, 1, keep_head=True)])
             with torch.inference_mode():
                 logits = self.model(input_ids=input_ids, attention_mask=mask).logits[0, -1].float()
             logp = torch.log_softmax(logits, dim=-1)
