@@ -93,7 +93,8 @@ def _load_scorer(path):
     from transformers import AutoModelForSequenceClassification
 
     tok = _tokenizer(str(path))
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32,
+                                                               use_safetensors=True)
     model.config.pad_token_id = tok.pad_token_id
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tok
 
@@ -164,7 +165,8 @@ def train_reward(base_model: str, dataset, out_dir: Path, cfg: TrainConfig, seed
                                   "rejected_ids": _encode(tok, ex["prompt"] + ex["rejected"], cfg.max_length)},
                       remove_columns=list(_PAIR_COLUMNS))
     set_seed(seed)  # the score head is freshly initialised
-    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=torch.float32,
+                                                               use_safetensors=True)
     model.config.pad_token_id = tok.pad_token_id
     args = RewardConfig(max_length=cfg.max_length, **common)
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
@@ -201,7 +203,7 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
     pairs = _pairs(dataset)
     state, staging, common = _setup(cfg, seed, out_dir)
     resp_len = response_length or max(8, min(64, cfg.max_length // 4))
-    init = {"dtype": "float32"}
+    init = {"dtype": "float32", "use_safetensors": True}  # never unpickle weights
     save = None
     if algo == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -212,7 +214,7 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
                              processing_class=_tokenizer(base_model))
         loss_key = "loss"
     elif algo == "rloo":
-        from trl import RLOOConfig, RLOOTrainer
+        RLOOConfig, RLOOTrainer = _import_rloo()
 
         world = state.num_processes
         args = RLOOConfig(beta=cfg.beta, num_generations=2, max_completion_length=resp_len, model_init_kwargs=init,
@@ -227,6 +229,21 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
     _finish(state, staging, out_dir, base_model, save=save, trainer=trainer)
     return {"algo": algo, "n_train": len(pairs), "steps": run["steps"], "seconds_per_step": run["seconds_per_step"],
             "train_loss": _mean_logged(run["history"], loss_key), "precision": run["precision"]}
+
+
+def _import_rloo():
+    """trl 1.12 imports its vLLM client whenever vllm is installed, and that client fails to import against the
+    vLLM releases our extras bring (trl supports vLLM <= 0.27.1). RLOO here never uses trl's vLLM generation,
+    so vllm is hidden from trl while the trainer module is imported."""
+    import trl.import_utils as import_utils
+
+    real = import_utils.is_vllm_available
+    import_utils.is_vllm_available = lambda *args, **kwargs: False
+    try:
+        from trl import RLOOConfig, RLOOTrainer
+    finally:
+        import_utils.is_vllm_available = real
+    return RLOOConfig, RLOOTrainer
 
 
 def _ppo_trainer(base_model, reward_model, pairs, cfg, state, staging, common, resp_len):
@@ -250,10 +267,10 @@ def _ppo_trainer(base_model, reward_model, pairs, cfg, state, staging, common, r
     data = Dataset.from_dict({"input_ids": ids})
     set_seed(common["seed"])
     f32 = torch.float32
-    policy = AutoModelForCausalLM.from_pretrained(base_model, dtype=f32)
-    ref = AutoModelForCausalLM.from_pretrained(base_model, dtype=f32)
-    reward = AutoModelForSequenceClassification.from_pretrained(str(reward_model), num_labels=1, dtype=f32)
-    value = AutoModelForSequenceClassification.from_pretrained(str(reward_model), num_labels=1, dtype=f32)
+    policy = AutoModelForCausalLM.from_pretrained(base_model, dtype=f32, use_safetensors=True)
+    ref = AutoModelForCausalLM.from_pretrained(base_model, dtype=f32, use_safetensors=True)
+    reward = AutoModelForSequenceClassification.from_pretrained(str(reward_model), num_labels=1, dtype=f32, use_safetensors=True)
+    value = AutoModelForSequenceClassification.from_pretrained(str(reward_model), num_labels=1, dtype=f32, use_safetensors=True)
     for m in (reward, value):
         m.config.pad_token_id = tok.pad_token_id
     args = PPOConfig(

@@ -47,3 +47,26 @@ def test_resolve_local_folder_and_hub_id(tmp_path):
     assert path == str(tmp_path.resolve()) and identity.startswith("local:")
     assert models.resolve("HuggingFaceTB/SmolLM2-360M-Instruct") == ("HuggingFaceTB/SmolLM2-360M-Instruct",
                                                                      "hub:HuggingFaceTB/SmolLM2-360M-Instruct")
+
+
+def test_pickled_weights_are_refused(tmp_path, capsys):
+    """Weights load from safetensors only: a folder with just a pickled pytorch_model.bin is an error."""
+    import torch
+    from transformers import LlamaConfig
+
+    from conftest import run_cli
+
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    config.save_pretrained(folder)
+    torch.save({"model.embed_tokens.weight": torch.zeros(64, 16)}, folder / "pytorch_model.bin")
+    real = models.embedded_folder()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(real / name, folder / name)
+    code = run_cli("--constitution", "safety.yaml", "--policy-model", folder, "--num-prompts", 1,
+                   "--stages", "generate", "--output-dir", tmp_path / "run")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "safetensors" in err[-1] and str(folder) in err[-1]
+    assert not (tmp_path / "run").exists()

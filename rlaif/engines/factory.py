@@ -61,7 +61,13 @@ class EnginePool:
                               seed=cfg.seed)
         from rlaif.engines.hf import HFEngine
 
-        return HFEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        try:
+            return HFEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        except (OSError, ValueError) as e:  # no safetensors weights, not in the offline cache, remote code refused
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise RlaifError(f"cannot load model {model!r}: {reason}", "--policy-model/--judge-model",
+                             "use a folder with safetensors weights (pickled .bin files are refused), set "
+                             "HF_HUB_OFFLINE=0 to download a hub id, or pass --trust-remote-code if you trust it") from None
 
     def close(self):
         for e in self._engines.values():
