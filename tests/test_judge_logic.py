@@ -1,0 +1,60 @@
+"""Verdict parsing (strict, never guessed), orientation of p_a, and the chain-of-thought path."""
+
+import pytest
+
+from rlaif.constitution import load
+from rlaif.engines.fake import FakeEngine
+from rlaif.judge import make_jobs, parse_verdict, run_judge, to_original, verdict_of
+from rlaif.preferences import build
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("The first is safer.\nVerdict: A", "A"),
+    ("Reasoning here.\n\nverdict: b\n", "B"),
+    ("**Verdict: A**", "A"),
+    ("Both are equal.\nVerdict: tie", "TIE"),
+    ("Verdict: A\nActually, on reflection B is better.", None),  # the verdict must be the last line
+    ("I think A is better.", None),
+    ("Verdict: A or B", None),
+    ("Verdict: C", None),
+    ("", None),
+])
+def test_parse_verdict_is_strict(text, expected):
+    assert parse_verdict(text) == expected
+
+
+def test_orientation():
+    assert to_original(0.8, "ab") == 0.8 and to_original(0.8, "ba") == pytest.approx(0.2)
+    assert to_original(None, "ba") is None
+    assert [verdict_of(p) for p in (0.7, 0.3, 0.5, None)] == ["a", "b", "tie", None]
+
+
+def test_cot_judging_counts_unparseable_answers(mini_constitution):
+    c = load(str(mini_constitution))
+    c.label_mode, c.template = "cot", "judge_cot.j2"
+    pairs = [{"pair_id": f"p{i}", "prompt": "q", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(4)]
+    replies = iter(["Because.\nVerdict: A", "no verdict here"] * 12)
+    engine = FakeEngine(reply=lambda text: next(replies))
+    judgments, counts = run_judge(engine, pairs, c, seed=0, mode="cot", settings={"max_new_tokens": 8},
+                                  progress=False)
+    assert counts["parse_failures"] == 12 and engine.calls["complete"] == 24
+    for j in judgments:
+        if j["raw_output"] == "no verdict here":
+            assert j["verdict"] is None and j["p_a"] is None
+        else:  # "A" means the response shown first: response_a in order ab, response_b in order ba
+            assert j["verdict"] == ("a" if j["order"] == "ab" else "b")
+    assert "Verdict: A" in make_jobs(pairs, c, 0, "x", "cot", {})[0].text
+
+
+def test_logprob_constitution_falls_back_to_the_cot_template(mini_constitution):
+    c = load(str(mini_constitution))
+    pair = [{"pair_id": "p", "prompt": "q", "response_a": "a", "response_b": "b"}]
+    assert "single letter" in make_jobs(pair, c, 0, "x", "logprob", {})[0].text
+    assert '"Verdict: A"' in make_jobs(pair, c, 0, "x", "cot", {})[0].text
+
+
+def test_preferences_ties_and_unjudged():
+    pairs = [{"pair_id": p, "prompt": "q", "response_a": "A!", "response_b": "B!"} for p in ("x", "y", "z", "w")]
+    rows, counts = build(pairs, {"x": 0.9, "y": 0.5, "z": None, "w": 0.45}, [], min_margin=0.1)
+    assert counts == {"kept": 1, "dropped": 1, "tied": 1, "unjudged": 1}
+    assert rows[0]["chosen"][0]["content"] == "A!" and rows[0]["margin"] == pytest.approx(0.4)
