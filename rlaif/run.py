@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -15,7 +14,7 @@ from rlaif import ROOT, config as config_mod
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.generate import load_prompts
-from rlaif.store import Run, atomic_write_json, atomic_write_text, jsonl_text, read_jsonl, save_dataset_atomic
+from rlaif.store import Run, atomic_write_text, jsonl_text, read_jsonl, save_dataset_atomic
 
 EXAMPLES = ROOT / "data" / "dry_run_examples.jsonl"
 
@@ -135,7 +134,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         pairs = read_jsonl(run.pairs)
     judgments = scores = None
     if "judge" in cfg.stages:
-        from rlaif.judge import pair_scores, run_judge
+        from rlaif.judge import run_judge
 
         t = time.time()
         engine = pool.get(cfg.judge.model, cfg.judge.base_url)
