@@ -1,7 +1,7 @@
 """One training stage from the command line, for `accelerate launch`:
 
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m rlaif.train_entry \
-        --base-model SmolLM2-135M-Instruct --preferences RUN/preferences_ds --stage reward --output-dir RUN/reward_model
+        --base-model SmolLM2-135M-Instruct --preferences RUN/preferences --stage reward --output-dir RUN/reward_model
 
 --preferences is a folder written by `datasets.Dataset.save_to_disk` (columns prompt, chosen, rejected).
 Prints the metrics as one JSON line (main process only).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from rlaif.errors import RlaifError
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as pipeline.py: no hub unless HF_HUB_OFFLINE=0
     p = argparse.ArgumentParser(prog="python -m rlaif.train_entry", description=__doc__.split("\n\n")[0])
     p.add_argument("--base-model", required=True, help="model name or folder (rlaif.models.resolve)")
     p.add_argument("--preferences", required=True, help="dataset folder from Dataset.save_to_disk")
