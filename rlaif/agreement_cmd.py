@@ -10,21 +10,16 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from rlaif import agreement as metrics
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.humans import HumanPair, read_human_pairs
-from rlaif.store import atomic_write_json
+from rlaif.store import atomic_write_json, default_run_dir
 
 JUDGES = ("model", "length", "random")
 BASELINES = ("length", "random")
-
-
-def default_output_dir(name: str) -> Path:
-    return Path("runs") / f"agreement-{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 def judge_names(requested: list[str] | None) -> list[str]:
@@ -61,12 +56,6 @@ def judge_random(pairs: list[HumanPair], seed: int):
     return verdicts, ab, ba, None, {}
 
 
-def _weighted(values: list[tuple[float | None, float]]) -> float | None:
-    kept = [(v, w) for v, w in values if v is not None]
-    den = sum(w for _, w in kept)
-    return sum(v * w for v, w in kept) / den if den else None
-
-
 def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Path):
     from rlaif.judge import pair_scores, run_judge, verdict_of
     from rlaif.run import judge_mode, judge_settings
@@ -81,13 +70,14 @@ def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Pat
     print(f"rlaif: agreement: reused {counts['reused']} judgments from the cache, judged {counts['judged']}",
           file=sys.stderr)
     scores = pair_scores(dicts, judgments, constitution, cfg.seed)
+    single = {order: pair_scores(dicts, judgments, constitution, cfg.seed, orders=(order,)) for order in ("ab", "ba")}
     p_a = {(j["pair_id"], j["principle_id"], j["order"]): j["p_a"] for j in judgments}
     verdicts, ab, ba, per_principle = [], [], [], {}
     for pair in pairs:
         sampled = constitution.sample(pair.pair_id, cfg.seed)
         verdicts.append(verdict_of(scores[pair.pair_id]))
-        for order, out in (("ab", ab), ("ba", ba)):
-            out.append(verdict_of(_weighted([(p_a.get((pair.pair_id, pr.id, order)), w) for pr, w in sampled])))
+        ab.append(verdict_of(single["ab"][pair.pair_id]))
+        ba.append(verdict_of(single["ba"][pair.pair_id]))
         for principle, _ in sampled:
             both = [v for o in ("ab", "ba") if (v := p_a.get((pair.pair_id, principle.id, o))) is not None]
             per_principle.setdefault(principle.id, []).append(
@@ -155,7 +145,7 @@ def main(cfg, args) -> int:
                          "check the file has rows (and that --limit is above 0)")
     if "model" in names:
         _validate_model(cfg)
-    root = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(constitution.name)
+    root = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(f"agreement-{constitution.name}")
     root.mkdir(parents=True, exist_ok=True)
     print(f"rlaif: agreement: {len(pairs)} pairs from {args.human} (skipped {n_skipped} bad rows); "
           f"judges {', '.join(names)}; writing to {root}", file=sys.stderr)

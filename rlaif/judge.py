@@ -112,12 +112,13 @@ def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: in
     return out, counts
 
 
-def pair_scores(pairs: list[dict], judgments: list[dict], constitution: Constitution, seed: int) -> dict:
-    """pair_id -> score in [0, 1] (P(response_a is better)): mean over orders, then the weighted mean over
-    the pair's principles. None when no judgment of the pair parsed."""
+def pair_scores(pairs: list[dict], judgments: list[dict], constitution: Constitution, seed: int,
+                orders: tuple = ("ab", "ba")) -> dict:
+    """pair_id -> score in [0, 1] (P(response_a is better)): mean over `orders`, then the weighted mean over
+    the pair's principles. None when no judgment of the pair parsed. orders=("ab",) gives single-order scores."""
     by = {}
     for r in judgments:
-        if r["p_a"] is not None:
+        if r["p_a"] is not None and r["order"] in orders:
             by.setdefault((r["pair_id"], r["principle_id"]), []).append(r["p_a"])
     scores = {}
     for pair in pairs:
