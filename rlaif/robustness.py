@@ -12,13 +12,12 @@ import json
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from rlaif import ROOT
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
-from rlaif.store import atomic_write_json, atomic_write_text
+from rlaif.store import atomic_write_json, atomic_write_text, default_run_dir
 
 DEFAULT_PAIRS = ROOT / "data" / "injection" / "pairs.jsonl"
 FIELDS = ("id", "prompt", "response_a", "response_b", "better", "injection", "control", "kind")
@@ -169,8 +168,7 @@ def main(cfg, args) -> int:
     constitution = constitution_mod.load(cfg.constitution)
     pairs_path = Path(args.pairs) if getattr(args, "pairs", None) else DEFAULT_PAIRS
     pairs = load_pairs(pairs_path, getattr(args, "limit", None))
-    root = Path(cfg.output_dir) if cfg.output_dir else (
-        Path("runs") / f"robustness-{constitution.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}")
+    root = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(f"robustness-{constitution.name}")
     if root.exists() and not root.is_dir():
         raise RlaifError("output path exists and is not a folder", str(root), "pass a folder to --output-dir")
     from rlaif.engines.factory import EnginePool

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -14,13 +13,9 @@ from rlaif import ROOT, config as config_mod
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.generate import load_prompts
-from rlaif.store import Run, atomic_write_text, jsonl_text, read_jsonl, save_dataset_atomic
+from rlaif.store import Run, atomic_write_text, default_run_dir, jsonl_text, read_jsonl, save_dataset_atomic
 
 EXAMPLES = ROOT / "data" / "dry_run_examples.jsonl"
-
-
-def default_output_dir(name: str) -> Path:
-    return Path("runs") / f"{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 def judge_settings(cfg) -> dict:
@@ -69,7 +64,7 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
                            if cfg.generate.num_prompts else 0) if "generate" in cfg.stages or "policy" in cfg.stages else []
     train_prompts = prompts[:cfg.generate.num_prompts] if cfg.generate.num_prompts else prompts
     eval_prompts = prompts[len(train_prompts):]
-    root = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(constitution.name)
+    root = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(constitution.name)
     cfg.output_dir = str(root)
     run = Run(root)
     needs_pairs = [s for s in ("judge", "preferences", "reward", "policy") if s in cfg.stages]
