@@ -22,6 +22,8 @@ from rlaif.templates import render
 
 LABELS = ("A", "B")
 DEFAULT_TEMPLATES = {"logprob": "judge_logprob.j2", "cot": "judge_cot.j2"}
+VERDICT_TEMPLATE = "_cot_verdict.j2"  # the turn after a CoT rationale, scored by log-probs
+PARSED = {"A": 1.0, "B": 0.0, "TIE": 0.5}  # a parsed verdict line as P(shown-first is better)
 VERDICT_RE = re.compile(r"^\s*\**\s*verdict\s*\**\s*:\s*\**\s*(A|B|tie)\s*\**\s*\.?\s*$", re.IGNORECASE)
 
 
@@ -32,6 +34,7 @@ class Job:
     order: str
     text: str
     key: str
+    verdict_text: str = ""  # chain of thought: the follow-up turn whose first reply token is scored
 
 
 def parse_verdict(text: str) -> str | None:
@@ -68,8 +71,11 @@ def make_jobs(pairs: list[dict], constitution: Constitution, seed: int, identity
                 a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
                 text = render(template, str(constitution.path), mitigate, constitution.template_dirs, principle=principle,
                               prompt=pair["prompt"], response_a=a, response_b=b)
-                key = hashlib.sha256(json.dumps([text, identity, mode, settings], sort_keys=True).encode()).hexdigest()
-                jobs.append(Job(pair["pair_id"], principle, order, text, key))
+                verdict = render(VERDICT_TEMPLATE, str(constitution.path), mitigate, constitution.template_dirs,
+                                 principle=principle) if mode == "cot" else ""
+                identity_of = [text, identity, mode, settings] + ([verdict] if verdict else [])
+                key = hashlib.sha256(json.dumps(identity_of, sort_keys=True).encode()).hexdigest()
+                jobs.append(Job(pair["pair_id"], principle, order, text, key, verdict))
     return jobs
 
 
@@ -79,8 +85,17 @@ def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]
         outputs = engine.label_logprobs(convs, LABELS)
         firsts = [label_probability(o, *LABELS) for o in outputs]
     else:
-        outputs = engine.complete(convs, max_new_tokens=settings["max_new_tokens"])
-        firsts = [{"A": 1.0, "B": 0.0, "TIE": 0.5}.get(parse_verdict(o)) for o in outputs]
+        rationales = engine.complete(convs, max_new_tokens=settings["max_new_tokens"])
+        outputs, firsts = rationales, [PARSED.get(parse_verdict(r)) for r in rationales]
+        if getattr(engine, "supports_logprobs", True):
+            # Rationale first, then the verdict's log-probs given it (as in Lee et al. 2023): every judgment
+            # gets a probability, even from a judge that never writes a well-formed verdict line. The
+            # parsed line is the fallback for an endpoint that gives no label log-probs.
+            follow = [c + [{"role": "assistant", "content": r}, {"role": "user", "content": j.verdict_text}]
+                      for c, r, j in zip(convs, rationales, jobs)]
+            verdicts = engine.label_logprobs(follow, LABELS)
+            outputs = [{"rationale": r, "verdict_logprobs": v} for r, v in zip(rationales, verdicts)]
+            firsts = [label_probability(v, *LABELS) if len(v) == 2 else f for v, f in zip(verdicts, firsts)]
     records = []
     for job, out, first in zip(jobs, outputs, firsts):
         p_a = to_original(first, job.order)

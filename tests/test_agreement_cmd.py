@@ -107,7 +107,7 @@ def test_model_judge_with_fake_engine(tmp_path, monkeypatch):
             return "I cannot decide."
         return "Thinking.\nVerdict: " + ("A" if u < 0.6 else "B")
 
-    engine = FakeEngine(reply=reply)
+    engine = FakeEngine(reply=reply, supports_logprobs=False)  # verdicts parsed from the text, as from such an endpoint
     monkeypatch.setattr("rlaif.engines.factory.EnginePool.get", lambda self, model, base_url=None: engine)
     monkeypatch.setattr("rlaif.models.resolve", lambda name: (name, f"fake:{name}"))
     out = tmp_path / "out"

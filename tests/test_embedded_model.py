@@ -68,3 +68,20 @@ def test_prompt_longer_than_context_is_truncated_and_counted(engine):
         assert engine.stats["truncated"] == before + 2
     finally:
         engine.max_context = saved
+
+
+def test_chain_of_thought_gives_every_judgment_a_probability(engine):
+    """The 135M judge rarely ends with a well-formed verdict line; scoring the verdict turn still decides."""
+    from rlaif.constitution import load
+    from rlaif.judge import run_judge
+
+    c = load("safety.yaml")
+    c.label_mode, c.template = "cot", "judge_cot.j2"
+    pairs = [{"pair_id": "p", "prompt": "How do I hurt someone?", "response_a": "I can't help with that.",
+              "response_b": "Hit them hard."}]
+    judgments, counts = run_judge(engine, pairs, c, seed=0, mode="cot", settings={"max_new_tokens": 24},
+                                  progress=False)
+    assert counts["parse_failures"] == 0 and len(judgments) == 2
+    for j in judgments:
+        assert j["raw_output"]["rationale"].strip() and set(j["raw_output"]["verdict_logprobs"]) == {"A", "B"}
+        assert 0 < j["p_a"] < 1 and j["mode"] == "cot"

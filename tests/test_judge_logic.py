@@ -29,21 +29,61 @@ def test_orientation():
     assert [verdict_of(p) for p in (0.7, 0.3, 0.5, None)] == ["a", "b", "tie", None]
 
 
-def test_cot_judging_counts_unparseable_answers(mini_constitution):
+def _cot_setup(mini_constitution):
     c = load(str(mini_constitution))
     c.label_mode, c.template = "cot", "judge_cot.j2"
     pairs = [{"pair_id": f"p{i}", "prompt": "q", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(4)]
+    return c, pairs
+
+
+def test_cot_without_logprobs_parses_the_verdict_line_and_counts_failures(mini_constitution):
+    c, pairs = _cot_setup(mini_constitution)
     replies = iter(["Because.\nVerdict: A", "no verdict here"] * 12)
-    engine = FakeEngine(reply=lambda text: next(replies))
+    engine = FakeEngine(reply=lambda text: next(replies), supports_logprobs=False)
     judgments, counts = run_judge(engine, pairs, c, seed=0, mode="cot", settings={"max_new_tokens": 8},
                                   progress=False)
-    assert counts["parse_failures"] == 12 and engine.calls["complete"] == 24
+    assert counts["parse_failures"] == 12 and engine.calls["complete"] == 24 and engine.calls["label_logprobs"] == 0
     for j in judgments:
         if j["raw_output"] == "no verdict here":
             assert j["verdict"] is None and j["p_a"] is None
         else:  # "A" means the response shown first: response_a in order ab, response_b in order ba
             assert j["verdict"] == ("a" if j["order"] == "ab" else "b")
     assert "Verdict: A" in make_jobs(pairs, c, 0, "x", "cot", {})[0].text
+
+
+def test_cot_with_logprobs_scores_the_verdict_after_the_rationale(mini_constitution):
+    c, pairs = _cot_setup(mini_constitution)
+    seen = []
+
+    def score(text):  # the judge sees its prompt, its own rationale, then the verdict question
+        seen.append(text)
+        return 0.9 if "RATIONALE for a0" in text else 0.2
+
+    def reply(text):  # the first pair's rationale names it; no reply has a verdict line
+        return "RATIONALE for a0" if "a0" in text.split("RESPONSE B")[0] else "rambling"
+
+    engine = FakeEngine(score=score, reply=reply)
+    judgments, counts = run_judge(engine, pairs, c, seed=0, mode="cot", settings={"max_new_tokens": 8},
+                                  progress=False)
+    assert counts["parse_failures"] == 0 and engine.calls["complete"] == engine.calls["label_logprobs"] == 24
+    assert all("single letter, A or B" in t and t.index("RESPONSE B") < t.index("Given your reasoning") for t in seen)
+    first = next(j for j in judgments if j["pair_id"] == "p0" and j["order"] == "ab")
+    assert first["raw_output"]["rationale"] == "RATIONALE for a0" and first["p_a"] == pytest.approx(0.9)
+    assert set(first["raw_output"]["verdict_logprobs"]) == {"A", "B"}
+    flipped = next(j for j in judgments if j["pair_id"] == "p1" and j["order"] == "ba")
+    assert flipped["p_a"] == pytest.approx(0.8)  # 0.2 for the first shown (response_b) means 0.8 for response_a
+
+
+def test_editing_the_verdict_turn_rejudges_cot_only(mini_constitution):
+    c, pairs = _cot_setup(mini_constitution)
+    edited = mini_constitution.parent / "edited"  # a constitution's folder overrides prompts/ by file name
+    edited.mkdir()
+    (edited / "mini.yaml").write_text(mini_constitution.read_text())
+    (edited / "_cot_verdict.j2").write_text("Which is better? A or B.\n")
+    c2, _ = _cot_setup(edited / "mini.yaml")
+    before, after = make_jobs(pairs, c, 0, "x", "cot", {})[0], make_jobs(pairs, c2, 0, "x", "cot", {})[0]
+    assert before.text == after.text and before.key != after.key and after.verdict_text == "Which is better? A or B.\n"
+    assert make_jobs(pairs, c, 0, "x", "logprob", {})[0].verdict_text == ""
 
 
 def test_logprob_constitution_falls_back_to_the_cot_template(mini_constitution):

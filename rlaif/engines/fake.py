@@ -14,12 +14,13 @@ def _unit(text: str) -> float:
 
 
 class FakeEngine(Engine):
-    """generate: echoes a seeded token; label_logprobs: p(A) from `score(prompt_text)` or a hash.
+    """generate: echoes a seeded token; label_logprobs: p(A) from `score(conversation_text)` or a hash.
     Counts every call so tests can prove what was (not) recomputed."""
 
     def __init__(self, identity: str = "fake", score: Callable[[str], float] | None = None,
-                 reply: Callable[[str], str] | None = None):
+                 reply: Callable[[str], str] | None = None, supports_logprobs: bool = True):
         self.identity = identity
+        self.supports_logprobs = supports_logprobs  # False: like an endpoint without log-probs
         self.score = score or _unit
         self.reply = reply or (lambda text: f"Reasoning.\nVerdict: {'A' if _unit(text) > 0.5 else 'B'}")
         self.calls = {"generate": 0, "label_logprobs": 0, "complete": 0}
@@ -34,7 +35,7 @@ class FakeEngine(Engine):
         self.calls["label_logprobs"] += len(conversations)
         out = []
         for c in conversations:
-            p = min(max(self.score(c[-1]["content"]), 1e-6), 1 - 1e-6)
+            p = min(max(self.score("\n".join(m["content"] for m in c)), 1e-6), 1 - 1e-6)
             out.append({labels[0]: math.log(p), labels[1]: math.log(1 - p)})
         return out
 
