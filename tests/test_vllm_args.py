@@ -30,8 +30,15 @@ def test_pass_through():
     assert args["gpu_memory_utilization"] == 0.5
 
 
-def test_dtype_auto_matches_hf():
-    assert dtype_name("auto", cuda=False) == "float32"
+def test_dtype_auto_matches_hf(monkeypatch):
+    import torch
+
+    from rlaif.engines.hf import pick_dtype
+
+    for native, want in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert dtype_name("auto", cuda=False) == want and pick_dtype("auto", cuda=False) == getattr(torch, want)
     assert dtype_name("auto", cuda=True) == "bfloat16"
     assert dtype_name("float16", cuda=False) == "float16"
     with pytest.raises(RlaifError):

@@ -32,8 +32,8 @@ def engines():
     # vLLM's worker holds a core; two torch threads beside it thrash (HF complete: 52 s vs 3 s measured)
     torch.set_num_threads(1)
     path, ident = resolve("SmolLM2-135M-Instruct")
-    hf = HFEngine(path, ident)
-    vl = VLLMEngine(path, ident, enforce_eager=True, max_model_len=2048)
+    hf = HFEngine(path, ident, dtype="float32")
+    vl = VLLMEngine(path, ident, dtype="float32", enforce_eager=True, max_model_len=2048)
     yield hf, vl
     vl.close()
     hf.close()

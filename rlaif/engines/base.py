@@ -15,6 +15,7 @@ class Engine:
     (model, weights revision, dtype) and nothing that does not (batch size, device)."""
 
     identity: str = "engine"
+    batch_size: int = 8  # prompts handed over at once when the run config leaves batch_size unset
     stats: dict  # counters reported in summary.json (requests, tokens, truncated, ...)
 
     def generate(self, conversations: Sequence[list[dict]], *, seed: int, max_new_tokens: int,
@@ -54,6 +55,19 @@ class Engine:
             ids = ids[:head] + ids[len(ids) - (budget - head):]
         self.stats["prompt_tokens"] += len(ids)
         return ids
+
+
+def auto_dtype(cuda: bool) -> str:
+    """What dtype "auto" means: bfloat16 on CUDA, and on CPUs with native bf16 (AVX512-BF16 or AMX), where it
+    is 2-3x faster than float32 for inference (measured on 2 AVX512-BF16 cores: HF judging 0.86 -> 2.47
+    pairs/s, generation 85 -> 185 tokens/s); float32 on other CPUs."""
+    if cuda:
+        return "bfloat16"
+    import torch
+
+    native = (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+              or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return "bfloat16" if native else "float32"
 
 
 def label_probability(logprobs: dict, first: str, second: str) -> float | None:

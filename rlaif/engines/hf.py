@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rlaif.engines.base import Engine
+from rlaif.engines.base import Engine, auto_dtype
 
 
 def pick_dtype(name: str, cuda: bool):
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if cuda else torch.float32
+        name = auto_dtype(cuda)
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 

