@@ -68,7 +68,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--num-prompts", type=int, help="prompts to use (default 32; 0 = all)")
     p.add_argument("--max-new-tokens", type=int, help="tokens per sampled response (default 64)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.8)")
-    p.add_argument("--batch-size", type=int, help="prompts generated together; pairs are written batch by batch")
+    p.add_argument("--batch-size", type=int, help="prompts generated together; pairs are written batch by batch "
+                   "(default: the engine's, 64 for vllm, 8 otherwise)")
     p.add_argument("--stages", help="comma-separated: generate,judge,preferences,reward,policy (default: all)")
     p.add_argument("--margin", type=float, help="keep pairs with |score-0.5| above this (default 0)")
     p.add_argument("--algo", choices=["dpo", "ppo", "rloo"], help="policy algorithm (default dpo)")
@@ -95,10 +96,12 @@ def make_config(args: argparse.Namespace) -> config_mod.RunConfig:
             raise RlaifError(f"unknown stage(s) {', '.join(bad) or '(none)'}", "--stages",
                              f"choose from {','.join(config_mod.STAGES)}")
         cfg.stages = [s for s in config_mod.STAGES if s in stages]
-    for name, value in (("--num-prompts", cfg.generate.num_prompts), ("--max-new-tokens", cfg.generate.max_new_tokens - 1),
-                        ("--batch-size", cfg.generate.batch_size - 1), ("--max-steps", cfg.train.max_steps - 1)):
-        if value < 0:
-            raise RlaifError(f"{name} must be positive", name, f"pass a number of at least {0 if name == '--num-prompts' else 1}")
+    if cfg.generate.num_prompts < 0:
+        raise RlaifError("--num-prompts must not be negative", "--num-prompts", "pass 0 for every prompt, or a positive number")
+    for name, value in (("--max-new-tokens", cfg.generate.max_new_tokens), ("--batch-size", cfg.generate.batch_size),
+                        ("judge.batch_size", cfg.judge.batch_size), ("--max-steps", cfg.train.max_steps)):
+        if value is not None and value < 1:  # a batch size left unset (None) is the engine's own
+            raise RlaifError(f"{name} must be positive", name, "pass a number of at least 1")
     return cfg
 
 

@@ -66,9 +66,10 @@ def pair_id(index: int, prompt: str) -> str:
     return f"{index:05d}-{hashlib.sha256(prompt.encode()).hexdigest()[:8]}"
 
 
-def run_generate(engine, prompts: list[str], out: Path, *, seed: int, batch_size: int, max_new_tokens: int,
+def run_generate(engine, prompts: list[str], out: Path, *, seed: int, batch_size: int | None, max_new_tokens: int,
                  temperature: float, top_p: float, progress: bool = True) -> dict:
-    """Append the missing pairs to `out`. Returns counts."""
+    """Append the missing pairs to `out`. Returns counts. batch_size None: the engine's own."""
+    batch_size = batch_size or engine.batch_size
     settings = {"seed": seed, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
     done = {}
     for r in read_jsonl(out, repair=True):

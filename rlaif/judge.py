@@ -105,9 +105,11 @@ def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]
 
 
 def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: int, mode: str, settings: dict,
-              cache_path: Path | None = None, batch_size: int = 8, mitigate: bool = True,
+              cache_path: Path | None = None, batch_size: int | None = None, mitigate: bool = True,
               progress: bool = True) -> tuple[list[dict], dict]:
-    """Judge every pair; reuse cached judgments by key. Returns (judgments in job order, counts)."""
+    """Judge every pair; reuse cached judgments by key. Returns (judgments in job order, counts).
+    batch_size None: the engine's own."""
+    batch_size = batch_size or engine.batch_size
     jobs = make_jobs(pairs, constitution, seed, engine.identity, mode, settings, mitigate)
     cache = {r["key"]: r for r in read_jsonl(cache_path, repair=True)} if cache_path else {}
     todo = [j for j in dict((j.key, j) for j in jobs if j.key not in cache).values()]

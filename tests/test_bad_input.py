@@ -39,6 +39,8 @@ CASES = {
     "missing-judge-folder": (None, None, ["--judge-model", "/no/such/judge"], "not found"),
     "bad-stage": (None, None, ["--stages", "generate,bake"], "unknown stage"),
     "negative-prompts": (None, None, ["--num-prompts", "-3"], "--num-prompts"),
+    "zero-batch-size": (None, None, ["--batch-size", "0"], "--batch-size must be positive"),
+    "config-zero-judge-batch": (None, None, ["--config", "CONFIG:judge:\n  batch_size: 0\n"], "judge.batch_size must be positive"),
     "zero-tokens": (None, None, ["--max-new-tokens", "0"], "--max-new-tokens"),
     "config-unknown-key": (None, None, ["--config", "CONFIG:judge:\n  modle: x\n"], "judge.modle"),
     "config-wrong-type": (None, None, ["--config", "CONFIG:seed: abc\n"], "`seed` must be int"),
