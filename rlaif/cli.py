@@ -69,7 +69,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, help="tokens per sampled response (default 64)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.8)")
     p.add_argument("--batch-size", type=int, help="prompts generated together; pairs are written batch by batch "
-                   "(default: the engine's, 64 for vllm, 8 otherwise)")
+                   "(default: the engine's, 64 for vllm, 32 otherwise)")
     p.add_argument("--stages", help="comma-separated: generate,judge,preferences,reward,policy (default: all)")
     p.add_argument("--margin", type=float, help="keep pairs with |score-0.5| above this (default 0)")
     p.add_argument("--algo", choices=["dpo", "ppo", "rloo"], help="policy algorithm (default dpo)")

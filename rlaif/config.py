@@ -34,7 +34,7 @@ class GenerateConfig:
     temperature: float = _f(0.8, "Sampling temperature.")
     top_p: float = _f(0.95, "Nucleus sampling threshold.")
     batch_size: int | None = _f(None, "Prompts generated together; pairs.jsonl is appended batch by batch. "
-                                "Default: the engine's (64 for vllm, 8 otherwise).")
+                                "Default: the engine's (64 for vllm, 32 otherwise).")
 
 
 @dataclass
@@ -43,7 +43,7 @@ class JudgeConfig:
     base_url: str | None = _f(None, "Base URL of an OpenAI-compatible endpoint when model is openai:NAME.")
     max_new_tokens: int = _f(96, "Tokens the chain-of-thought judge may write before its verdict line.")
     batch_size: int | None = _f(None, "Judgments scored and flushed to the cache together (HF still runs one forward "
-                                "pass per log-prob prompt). Default: the engine's (64 for vllm, 8 otherwise).")
+                                "pass per log-prob prompt). Default: the engine's (64 for vllm, 32 otherwise).")
     concurrency: int = _f(8, "Requests in flight at once against an OpenAI-compatible endpoint.")
 
 

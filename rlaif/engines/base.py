@@ -15,7 +15,9 @@ class Engine:
     (model, weights revision, dtype) and nothing that does not (batch size, device)."""
 
     identity: str = "engine"
-    batch_size: int = 8  # prompts handed over at once when the run config leaves batch_size unset
+    # Prompts handed over at once when the run config leaves batch_size unset. HF generation on 2 cores
+    # (bf16, 32 prompts x 2 x 64 tokens): 185 tokens/s at 8, 232 at 16, 261 at 32.
+    batch_size: int = 32
     stats: dict  # counters reported in summary.json (requests, tokens, truncated, ...)
 
     def generate(self, conversations: Sequence[list[dict]], *, seed: int, max_new_tokens: int,
