@@ -28,7 +28,7 @@ def server(monkeypatch):
     srv = FakeChatServer()
 
     def top(body):  # the judge prefers whichever response holds GOODMARK, in either order
-        text = body["messages"][-1]["content"]
+        text = body["messages"][0]["content"]  # the judge prompt, also under a CoT rationale and verdict turn
         good_first = "GOODMARK" not in text or text.index("GOODMARK") < text.index("BADMARK")  # else: the probe
         return [("A", -0.1), ("B", -2.4)] if good_first else [("B", -0.1), ("A", -2.4)]
 
@@ -45,13 +45,13 @@ def server(monkeypatch):
     srv.server_close()
 
 
-def _run(server, out, monkeypatch):
+def _run(server, out, monkeypatch, constitution="safety.yaml"):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     out.mkdir(exist_ok=True)
     (out / "pairs.jsonl").write_text(jsonl_text(PAIRS))
     # No --policy-model: a judge-only run must not touch (or download) the embedded policy model.
     return main(["--stages", "judge,preferences", "--judge-model", "openai:test-judge", "--judge-base-url", server.url,
-                 "--output-dir", str(out), "--constitution", "safety.yaml",
+                 "--output-dir", str(out), "--constitution", str(constitution),
                  "--concurrency", "2"])
 
 
@@ -83,3 +83,18 @@ def test_endpoint_without_logprobs_judges_with_cot(tmp_path, server, monkeypatch
     out = tmp_path / "run"
     assert _run(server, out, monkeypatch) == 0
     _assert_run(out, "cot")
+
+
+def test_cot_constitution_scores_the_verdict_turn_by_logprobs(tmp_path, server, monkeypatch):
+    from rlaif import ROOT
+
+    constitution = tmp_path / "safety_cot.yaml"
+    constitution.write_text((ROOT / "constitutions" / "safety.yaml").read_text()
+                            .replace("label_mode: logprob", "label_mode: cot").replace("judge_logprob.j2", "judge_cot.j2"))
+    out = tmp_path / "run"
+    assert _run(server, out, monkeypatch, constitution) == 0
+    _assert_run(out, "cot")
+    turns = [[m["role"] for m in b["messages"]] for b in server.bodies if len(b["messages"]) > 1]
+    assert turns and all(t == ["user", "assistant", "user"] for t in turns)  # prompt, rationale, verdict question
+    for j in read_jsonl(out / "judgments.jsonl"):
+        assert j["raw_output"]["rationale"].startswith("Reasoning.") and set(j["raw_output"]["verdict_logprobs"]) == {"A", "B"}
