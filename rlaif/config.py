@@ -41,7 +41,7 @@ class GenerateConfig:
 class JudgeConfig:
     model: str = _f(EMBEDDED_MODEL, "Judge model: the embedded default's name, a local folder, a hub id, or openai:NAME.")
     base_url: str | None = _f(None, "Base URL of an OpenAI-compatible endpoint when model is openai:NAME.")
-    max_new_tokens: int = _f(96, "Tokens the chain-of-thought judge may write before its verdict line.")
+    max_new_tokens: int = _f(96, "Tokens the chain-of-thought judge may write as its rationale, before the verdict turn.")
     batch_size: int | None = _f(None, "Judgments scored and flushed to the cache together (HF still runs one forward "
                                 "pass per log-prob prompt). Default: the engine's (64 for vllm, 32 otherwise).")
     concurrency: int = _f(8, "Requests in flight at once against an OpenAI-compatible endpoint.")
