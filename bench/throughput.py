@@ -96,11 +96,11 @@ def main() -> int:
              for i, (p, a, b) in enumerate(zip(prompts, *v_outs))][:n_judge]
     constitution = load("safety.yaml")
     settings = {"labels": ["A", "B"], "max_new_tokens": JudgeConfig().max_new_tokens}
+    kw = dict(seed=0, settings=settings, progress=False)
 
     def judge_modes(engine, name: str, cold=lambda: None) -> None:
         cot_constitution = load("safety.yaml")
         cot_constitution.label_mode, cot_constitution.template = "cot", "judge_cot.j2"
-        kw = dict(seed=0, settings=settings, progress=False)
         cold()
         _, lp_s = timed(run_judge, engine, pairs, constitution, mode="logprob", **kw)
         cold()
@@ -123,7 +123,6 @@ def main() -> int:
     long = Constitution("bench", "", "1", "judge_logprob.j2", 1, "logprob",
                         [Principle("long", LONG_PRINCIPLE * 3, 1.0, examples)], constitution.path)
     shared = len(vl.tok(LONG_PRINCIPLE * 3 + str(examples))["input_ids"])
-    kw = dict(seed=0, settings=settings, progress=False)
     vl.llm.reset_prefix_cache()
     _, on_s = timed(run_judge, vl, pairs, long, mode="logprob", **kw)
     vl.close()

@@ -95,7 +95,8 @@ def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]
                       for c, r, j in zip(convs, rationales, jobs)]
             verdicts = engine.label_logprobs(follow, LABELS)
             outputs = [{"rationale": r, "verdict_logprobs": v} for r, v in zip(rationales, verdicts)]
-            firsts = [label_probability(v, *LABELS) if len(v) == 2 else f for v, f in zip(verdicts, firsts)]
+            scored = [label_probability(v, *LABELS) for v in verdicts]  # None when a label is missing
+            firsts = [p if p is not None else f for p, f in zip(scored, firsts)]
     records = []
     for job, out, first in zip(jobs, outputs, firsts):
         p_a = to_original(first, job.order)
