@@ -98,3 +98,32 @@ def test_preferences_ties_and_unjudged():
     rows, counts = build(pairs, {"x": 0.9, "y": 0.5, "z": None, "w": 0.45}, [], min_margin=0.1)
     assert counts == {"kept": 1, "dropped": 1, "tied": 1, "unjudged": 1}
     assert rows[0]["chosen"][0]["content"] == "A!" and rows[0]["margin"] == pytest.approx(0.4)
+
+
+def test_unset_batch_size_is_the_engines_own(mini_constitution, tmp_path):
+    from rlaif.generate import run_generate
+
+    class Sized(FakeEngine):
+        batch_size = 3
+
+        def label_logprobs(self, conversations, labels):
+            self.sizes.append(len(conversations))
+            return super().label_logprobs(conversations, labels)
+
+        def generate(self, conversations, **kw):
+            self.sizes.append(len(conversations))
+            return super().generate(conversations, **kw)
+
+    engine = Sized()
+    engine.sizes = []
+    pairs = [{"pair_id": f"p{i}", "prompt": "q", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(4)]
+    run_judge(engine, pairs, load(str(mini_constitution)), seed=0, mode="logprob", settings={}, progress=False)
+    assert engine.sizes and max(engine.sizes) == 3 and sum(engine.sizes) == engine.calls["label_logprobs"] > 3
+    engine.sizes = []
+    run_generate(engine, ["q1", "q2", "q3", "q4", "q5"], tmp_path / "pairs.jsonl", seed=0, batch_size=None,
+                 max_new_tokens=4, temperature=0.8, top_p=0.95, progress=False)
+    assert engine.sizes == [3, 3, 2, 2]  # samples a and b of prompts 1-3, then of prompts 4-5
+    engine.sizes = []
+    run_judge(engine, pairs, load(str(mini_constitution)), seed=1, mode="logprob", settings={}, progress=False,
+              batch_size=5)
+    assert max(engine.sizes) == 5
