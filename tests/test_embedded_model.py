@@ -55,6 +55,25 @@ def test_generation_is_deterministic_and_judge_sees_labels(engine):
     assert set(lp) == {"A", "B"}
 
 
+def test_sampling_is_transformers_temperature_and_top_p_without_a_hidden_top_k(engine):
+    """HF samples what transformers' own warpers sample with top_k=0, through nucleus.py rather than a
+    vocabulary sort. Left to itself transformers would also cut to the top 50 tokens, which vLLM and
+    endpoints do not."""
+    import torch
+
+    convs = [[{"role": "user", "content": "Write a short story about a dragon who collects spoons."}],
+             [{"role": "user", "content": "List some unusual hobbies."}]]
+    kw = dict(max_new_tokens=24, temperature=1.0, top_p=0.98)  # wide nuclei: well over 50 tokens at some steps
+    ours = engine.generate(convs, seed=11, **kw)
+    ids, mask = engine._batch([engine.chat_ids(c, 24) for c in convs])
+    for top_k, same in ((0, True), (50, False)):
+        torch.manual_seed(11)
+        with torch.inference_mode():
+            out = engine.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=top_k,
+                                        pad_token_id=engine.tok.pad_token_id, **kw)
+        assert (engine._decode(out, ids.shape[1]) == ours) is same
+
+
 def test_prompt_longer_than_context_is_truncated_and_counted(engine):
     saved = engine.max_context
     engine.max_context = 128

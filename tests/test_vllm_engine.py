@@ -105,3 +105,21 @@ def test_seeded_generation_of_prompts_past_the_token_budget(engines):
     first = vl.generate(long, **kw)
     assert vl.stats["truncated"] == before + 4 and all(first)  # each cut to the 2048-token context
     assert vl.generate(long, **kw) == first
+
+
+def test_top_p_is_vllms_own_without_its_vocabulary_sort(engines):
+    """On CPU, top-p runs in nucleus.py (a vLLM logits processor) instead of vLLM's sort of the vocabulary.
+    vLLM's sampling noise depends only on each request's seed, so both must pick the same tokens."""
+    from rlaif.engines.vllm import NUCLEUS
+
+    _, vl = engines
+    assert vl.own_top_p and vl.args["logits_processors"] == [NUCLEUS]
+    kw = dict(seed=5, max_new_tokens=24, temperature=1.0, top_p=0.9)
+    ours = vl.generate(GEN_CONVS, **kw)
+    vl.own_top_p = False  # vLLM's own top-p
+    try:
+        theirs = vl.generate(GEN_CONVS, **kw)
+        unfiltered = vl.generate(GEN_CONVS, **{**kw, "top_p": 1.0})
+    finally:
+        vl.own_top_p = True
+    assert ours == theirs and ours != unfiltered

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from rlaif.engines.base import Engine, auto_dtype
+from rlaif.engines.nucleus import HFNucleus
 
 
 def pick_dtype(name: str, cuda: bool):
@@ -57,11 +58,18 @@ class HFEngine(Engine):
 
         rows = [self.chat_ids(c, max_new_tokens) for c in conversations]
         input_ids, mask = self._batch(rows)
+        if temperature > 0:  # temperature and top-p in nucleus.py (no vocabulary sort), and no hidden top-k:
+            # transformers adds top_k=50 unless told otherwise; vLLM and endpoints do not.
+            from transformers import LogitsProcessorList
+
+            sampling = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                            logits_processor=LogitsProcessorList([HFNucleus(temperature, top_p)]))
+        else:
+            sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         torch.manual_seed(seed)
         with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=mask, do_sample=temperature > 0,
-                                      temperature=temperature or None, top_p=top_p, max_new_tokens=max_new_tokens,
-                                      pad_token_id=self.tok.pad_token_id)
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.tok.pad_token_id, **sampling)
         return self._decode(out, input_ids.shape[1])
 
     def complete(self, conversations: Sequence[list[dict]], *, max_new_tokens: int) -> list[str]:
