@@ -32,7 +32,7 @@ class GenerateConfig:
     prompts: str | None = _f(None, "Prompt file (.jsonl with a `prompt` field, or .txt, one per line). Default: data/prompts/safety.jsonl.")
     max_new_tokens: int = _f(64, "Tokens sampled per response.")
     temperature: float = _f(0.8, "Sampling temperature.")
-    top_p: float = _f(0.95, "Nucleus sampling threshold.")
+    top_p: float = _f(0.95, "Nucleus sampling threshold (no top-k cut on any engine).")
     batch_size: int | None = _f(None, "Prompts generated together; pairs.jsonl is appended batch by batch. "
                                 "Default: the engine's (64 for vllm, 32 otherwise).")
 
