@@ -30,7 +30,9 @@ from typing import Sequence
 from rlaif.engines.base import Engine, auto_dtype
 from rlaif.errors import RlaifError
 
-EXTRA_ARG = "rlaif_top_p"  # vllm_nucleus.EXTRA_ARG (that module imports vllm)
+# Top-p on CPU: the logits processor vLLM loads by name, and the SamplingParams.extra_args key it reads.
+NUCLEUS = "rlaif.engines.vllm_nucleus:NucleusLogitsProcessor"
+EXTRA_ARG = "rlaif_top_p"
 
 DTYPE_NAMES = {"float32", "bfloat16", "float16"}
 
@@ -79,9 +81,6 @@ def request_seed(seed: int, index: int) -> int:
     """Per-conversation sampling seed: a stable hash of (seed, index), 63 bits."""
     digest = hashlib.sha256(f"rlaif:{seed}:{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-NUCLEUS = "rlaif.engines.vllm_nucleus:NucleusLogitsProcessor"
 
 
 class VLLMEngine(Engine):
