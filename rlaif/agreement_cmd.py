@@ -112,17 +112,6 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _validate_model(cfg) -> None:
-    """Fail on a missing judge model before any folder is made."""
-    if not cfg.judge.model.startswith("openai:"):
-        from rlaif.models import resolve
-
-        resolve(cfg.judge.model)
-    elif not cfg.judge.base_url:
-        raise RlaifError(f"{cfg.judge.model} needs an endpoint", "--judge-base-url",
-                         "pass the server's base URL, e.g. http://127.0.0.1:8000/v1")
-
-
 def main(cfg, args) -> int:
     started = time.time()
     names = judge_names(getattr(args, "judge", None))
@@ -144,7 +133,9 @@ def main(cfg, args) -> int:
         raise RlaifError("no human-labelled pairs to evaluate", args.human,
                          "check the file has rows (and that --limit is above 0)")
     if "model" in names:
-        _validate_model(cfg)
+        from rlaif.engines.factory import check_model
+
+        check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")  # before any folder is made
     root = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(f"agreement-{constitution.name}")
     root.mkdir(parents=True, exist_ok=True)
     print(f"rlaif: agreement: {len(pairs)} pairs from {args.human} (skipped {n_skipped} bad rows); "

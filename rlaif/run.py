@@ -99,14 +99,13 @@ def _stage(run: Run, name: str, started: float, info: dict, cfg, constitution) -
 
 
 def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
-    # Validate models before writing anything: a missing folder fails here, with no run folder made.
-    from rlaif.models import resolve
+    # Validate models before writing anything: a missing folder or endpoint URL fails here, with no run folder made.
+    from rlaif.engines.factory import check_model
 
-    used = {cfg.generate.model} if {"generate", "reward", "policy"} & set(cfg.stages) else set()
-    used |= {cfg.judge.model} if {"judge", "policy"} & set(cfg.stages) else set()
-    for model in used:
-        if not model.startswith("openai:"):
-            resolve(model)
+    if {"generate", "reward", "policy"} & set(cfg.stages):
+        check_model(cfg.generate.model, cfg.generate.base_url, "--policy-base-url")
+    if {"judge", "policy"} & set(cfg.stages):
+        check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")
     run.root.mkdir(parents=True, exist_ok=True)
     pairs = None
     if "generate" in cfg.stages:

@@ -37,6 +37,8 @@ CASES = {
     "missing-prompt-file": (None, "MISSING", [], "prompt file not found"),
     "missing-model-folder": (None, None, ["--policy-model", "./no/such/model"], "not found"),
     "missing-judge-folder": (None, None, ["--judge-model", "/no/such/judge"], "not found"),
+    "judge-endpoint-without-url": (None, None, ["--judge-model", "openai:judge"], "--judge-base-url"),
+    "policy-endpoint-without-url": (None, None, ["--policy-model", "openai:policy"], "--policy-base-url"),
     "bad-stage": (None, None, ["--stages", "generate,bake"], "unknown stage"),
     "negative-prompts": (None, None, ["--num-prompts", "-3"], "--num-prompts"),
     "zero-batch-size": (None, None, ["--batch-size", "0"], "--batch-size must be positive"),

@@ -23,6 +23,18 @@ def choose_backend(requested: str) -> str:
         return "hf"
 
 
+def check_model(model: str, base_url: str | None, url_flag: str = "--judge-base-url/--policy-base-url") -> None:
+    """Fail on a model that cannot be built, before anything is written: a local model that is not there,
+    or an endpoint model (openai:NAME) without its base URL."""
+    if not model.startswith("openai:"):
+        from rlaif.models import resolve
+
+        resolve(model)
+    elif not base_url:
+        raise RlaifError(f"{model} needs an endpoint", url_flag,
+                         "pass the server's base URL, e.g. http://127.0.0.1:8000/v1")
+
+
 class EnginePool:
     """Builds engines on first use and reuses them by (backend, model)."""
 
@@ -42,9 +54,7 @@ class EnginePool:
         if model.startswith("openai:"):
             from rlaif.engines.openai import OpenAIEngine
 
-            if not base_url:
-                raise RlaifError(f"{model} needs an endpoint", "--judge-base-url/--policy-base-url",
-                                 "pass the server's base URL, e.g. http://127.0.0.1:8000/v1")
+            check_model(model, base_url)
             return OpenAIEngine(model.removeprefix("openai:"), base_url, api_key=os.environ.get("OPENAI_API_KEY"),
                                 concurrency=cfg.judge.concurrency)
         from rlaif.models import resolve
