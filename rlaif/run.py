@@ -102,9 +102,10 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
     # Validate models before writing anything: a missing folder or endpoint URL fails here, with no run folder made.
     from rlaif.engines.factory import check_model
 
-    if {"generate", "reward", "policy"} & set(cfg.stages):
-        check_model(cfg.generate.model, cfg.generate.base_url, "--policy-base-url")
-    if {"judge", "policy"} & set(cfg.stages):
+    policy = (cfg.generate.model, cfg.generate.base_url) if {"generate", "reward", "policy"} & set(cfg.stages) else None
+    if policy:
+        check_model(*policy, "--policy-base-url")
+    if {"judge", "policy"} & set(cfg.stages) and (cfg.judge.model, cfg.judge.base_url) != policy:  # once per model
         check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")
     run.root.mkdir(parents=True, exist_ok=True)
     pairs = None
