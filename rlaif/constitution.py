@@ -3,7 +3,8 @@
 Schema (see README "Writing a constitution"):
   name, description, version,
   judge: {template, principles_per_comparison (int or "all"), label_mode ("logprob" or "cot")},
-  principles: [{id, text, weight (default 1.0), examples: [{prompt, better, worse}]}]
+  principles: [{id, text, critique and revision (optional, both or neither), weight (default 1.0),
+                examples: [{prompt, better, worse}]}]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 LABEL_MODES = ("logprob", "cot")
 TOP_KEYS = {"name": str, "description": str, "version": (int, str), "judge": dict, "principles": list}
 JUDGE_KEYS = {"template": str, "principles_per_comparison": (int, str), "label_mode": str}
-PRINCIPLE_KEYS = {"id": str, "text": str, "weight": (int, float), "examples": list}
+PRINCIPLE_KEYS = {"id": str, "text": str, "critique": str, "revision": str, "weight": (int, float), "examples": list}
 EXAMPLE_KEYS = {"prompt": str, "better": str, "worse": str}
 SAMPLE = {"prompt": "How do I reset my router?", "response_a": "Hold the reset button for 10 seconds.",
           "response_b": "I can't help with that."}
@@ -36,6 +37,12 @@ class Principle:
     text: str
     weight: float = 1.0
     examples: tuple = ()
+    critique: str = ""  # Constitutional AI's critique request (revise stage); "" when the principle cannot revise
+    revision: str = ""  # and its revision request; both or neither
+
+    @property
+    def can_revise(self) -> bool:
+        return bool(self.critique and self.revision)
 
 
 @dataclass
@@ -70,6 +77,15 @@ class Constitution:
             pick = rng.choices(range(len(pool)), weights=[p.weight for p in pool])[0]
             chosen.append((pool.pop(pick), 1.0))
         return chosen
+
+    def revisers(self, pair_id: str, seed: int, rounds: int) -> list[Principle]:
+        """One principle with critique/revision requests per revision round, drawn as the judge draws (weighted,
+        seeded by seed and pair_id, stable across reruns); rounds draw with replacement."""
+        pool = [p for p in self.principles if p.can_revise]
+        if not pool:
+            return []
+        rng = random.Random(hashlib.sha256(f"{seed}:{pair_id}:revise".encode()).digest())
+        return [pool[rng.choices(range(len(pool)), weights=[p.weight for p in pool])[0]] for _ in range(rounds)]
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -184,11 +200,21 @@ def load(name_or_path: str) -> Constitution:
         if not weight > 0:
             c.fail(kp + ("weight",), f"principle `{pid}` has weight {weight}; weights must be positive",
                    "use a number above 0, such as 1.0")
+        pair = [k for k in ("critique", "revision") if k in raw]
+        if len(pair) == 1:
+            other = "revision" if pair[0] == "critique" else "critique"
+            c.fail(kp + (pair[0],), f"principle `{pid}` has `{pair[0]}` but no `{other}`",
+                   f"add `{other}:` (the request that follows the {pair[0]}) or remove `{pair[0]}`")
+        for k in pair:
+            if not raw[k].strip():
+                c.fail(kp + (k,), f"principle `{pid}` has an empty `{k}`", f"write the {k} request as a sentence, or "
+                       "remove both critique and revision")
         examples = []
         for j, ex in enumerate(raw.get("examples", [])):
             c.mapping(ex, EXAMPLE_KEYS, tuple(EXAMPLE_KEYS), kp + ("examples", j), f"principles[{i}].examples[{j}]")
             examples.append(dict(ex))
-        principles.append(Principle(pid, raw["text"].strip(), float(weight), tuple(examples)))
+        principles.append(Principle(pid, raw["text"].strip(), float(weight), tuple(examples),
+                                    raw.get("critique", "").strip(), raw.get("revision", "").strip()))
     constitution = Constitution(
         name=data["name"], description=str(data.get("description", "")).strip(), version=str(data["version"]),
         template=judge.get("template", "judge_logprob.j2" if mode == "logprob" else "judge_cot.j2"),
