@@ -24,6 +24,8 @@ OVERRIDES = {
     "concurrency": ("judge", "concurrency"), "margin": ("preferences", "min_margin"),
     "algo": ("train", "algo"), "max_steps": ("train", "max_steps"), "learning_rate": ("train", "learning_rate"),
     "beta": ("train", "beta"), "report_to": ("train", "report_to"), "threads": ("train", "threads"),
+    "recipe": (None, "recipe"), "revision_rounds": ("revise", "rounds"), "sft_data": ("sft", "data"),
+    "pairs_from": ("preferences", "pairs_from"), "trust_revisions": ("preferences", "trust_revisions"),
 }
 
 
@@ -70,7 +72,17 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.8)")
     p.add_argument("--batch-size", type=int, help="prompts generated together; pairs are written batch by batch "
                    "(default: the engine's, 64 for vllm, 32 otherwise)")
-    p.add_argument("--stages", help="comma-separated: generate,judge,preferences,reward,policy (default: all)")
+    p.add_argument("--stages", help="comma-separated, from revise,sft,generate,judge,preferences,reward,policy "
+                   "(default: generate,judge,preferences,reward,policy)")
+    p.add_argument("--recipe", choices=sorted(config_mod.RECIPES), help="cai: revise,sft,generate,judge,preferences,"
+                   "reward,policy (Constitutional AI's critique-and-revision and SFT before the RL phase)")
+    p.add_argument("--revision-rounds", type=int, help="critique-and-revision rounds per prompt (default 1)")
+    p.add_argument("--sft-data", help="demonstrations for the sft stage: .jsonl/.json/.parquet or a save_to_disk "
+                   "folder, trl `messages` or `prompt`/`completion` rows")
+    p.add_argument("--pairs-from", choices=["samples", "revisions"], help="preferences from judged samples "
+                   "(default) or from revisions.jsonl (chosen = final revision, rejected = initial answer)")
+    p.add_argument("--trust-revisions", action="store_true", default=None,
+                   help="with --pairs-from revisions: keep revised pairs the judge does not prefer too")
     p.add_argument("--margin", type=float, help="keep pairs with |score-0.5| above this (default 0)")
     p.add_argument("--algo", choices=["dpo", "ppo", "rloo"], help="policy algorithm (default dpo)")
     p.add_argument("--max-steps", type=int, help="optimizer steps per trainer")
@@ -96,10 +108,19 @@ def make_config(args: argparse.Namespace) -> config_mod.RunConfig:
             raise RlaifError(f"unknown stage(s) {', '.join(bad) or '(none)'}", "--stages",
                              f"choose from {','.join(config_mod.STAGES)}")
         cfg.stages = [s for s in config_mod.STAGES if s in stages]
+    if cfg.recipe is not None:
+        if getattr(args, "stages", None):
+            raise RlaifError("--recipe and --stages both given", "--recipe", "pass one of them: a recipe names its stages")
+        if cfg.recipe not in config_mod.RECIPES:
+            raise RlaifError(f"unknown recipe {cfg.recipe!r}", "recipe", f"choose from {', '.join(config_mod.RECIPES)}")
+        cfg.stages = list(config_mod.RECIPES[cfg.recipe])
+    if cfg.preferences.pairs_from not in ("samples", "revisions"):
+        raise RlaifError(f"unknown pairs_from {cfg.preferences.pairs_from!r}", "--pairs-from", "use samples or revisions")
     if cfg.generate.num_prompts < 0:
         raise RlaifError("--num-prompts must not be negative", "--num-prompts", "pass 0 for every prompt, or a positive number")
     for name, value in (("--max-new-tokens", cfg.generate.max_new_tokens), ("--batch-size", cfg.generate.batch_size),
-                        ("judge.batch_size", cfg.judge.batch_size), ("--max-steps", cfg.train.max_steps)):
+                        ("judge.batch_size", cfg.judge.batch_size), ("--max-steps", cfg.train.max_steps),
+                        ("--revision-rounds", cfg.revise.rounds), ("sft.max_steps", cfg.sft.max_steps)):
         if value is not None and value < 1:  # a batch size left unset (None) is the engine's own
             raise RlaifError(f"{name} must be positive", name, "pass a number of at least 1")
     return cfg

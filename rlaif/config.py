@@ -15,7 +15,9 @@ import yaml
 from rlaif.errors import RlaifError
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
-STAGES = ("generate", "judge", "preferences", "reward", "policy")
+STAGES = ("revise", "sft", "generate", "judge", "preferences", "reward", "policy")  # every stage, in run order
+DEFAULT_STAGES = ("generate", "judge", "preferences", "reward", "policy")
+RECIPES = {"cai": STAGES}  # Constitutional AI: critique-and-revision, SFT on the revisions, then the RL phase
 
 
 def _f(default, help: str, **kw):
@@ -38,6 +40,20 @@ class GenerateConfig:
 
 
 @dataclass
+class ReviseConfig:
+    rounds: int = _f(1, "Critique-and-revision rounds per prompt; each round draws a principle that has critique and "
+                     "revision requests (seeded, weighted, as the judge draws).")
+
+
+@dataclass
+class SftConfig:
+    data: str | None = _f(None, "Your own demonstrations for the sft stage: .jsonl, .json, .parquet or a save_to_disk "
+                          "folder, in trl's `messages` or `prompt`/`completion` format; mixed with the revisions.")
+    max_steps: int | None = _f(None, "SFT optimizer steps. Default: train.max_steps.")
+    learning_rate: float = _f(2e-5, "SFT learning rate (trl's SFTConfig default).")
+
+
+@dataclass
 class JudgeConfig:
     model: str = _f(EMBEDDED_MODEL, "Judge model: the embedded default's name, a local folder, a hub id, or openai:NAME.")
     base_url: str | None = _f(None, "Base URL of an OpenAI-compatible endpoint when model is openai:NAME.")
@@ -50,6 +66,10 @@ class JudgeConfig:
 @dataclass
 class PreferencesConfig:
     min_margin: float = _f(0.0, "Keep a pair when |score - 0.5| > min_margin. 0 keeps every pair the judge did not tie.")
+    pairs_from: str = _f("samples", "samples: judged pairs of sampled responses; revisions: revisions.jsonl, chosen = "
+                         "final revision, rejected = initial answer (Constitutional AI as in Hugging Face's recipe).")
+    trust_revisions: bool = _f(False, "With pairs_from revisions: keep every revised pair, not only those the judge, "
+                               "scoring both orders, prefers to the initial answer.")
 
 
 @dataclass
@@ -72,12 +92,16 @@ class RunConfig:
     output_dir: str | None = _f(None, "Run folder. Default: runs/<constitution name>-<UTC timestamp>.")
     seed: int = _f(0, "Seed for sampling, principle draws and splits.")
     engine: str = _f("auto", "auto | hf | vllm. auto picks vllm when CUDA and vllm are both available.")
-    stages: list = _f(list(STAGES), "Stages to run, in order.")
+    stages: list = _f(list(DEFAULT_STAGES), "Stages to run, in order (revise and sft are off by default).")
+    recipe: str | None = _f(None, "A named list of stages: cai = revise,sft,generate,judge,preferences,reward,policy. "
+                            "Replaces stages.")
     dtype: str = _f("auto", "auto (bf16 on CUDA and on CPUs with native bf16 such as AVX512-BF16/AMX, else fp32) | float32 | bfloat16 | float16.")
     trust_remote_code: bool = _f(False, "Allow model repositories to run their own code. Off unless asked.")
     tensor_parallel_size: int = _f(1, "vLLM tensor parallelism.")
     data_parallel_size: int = _f(1, "vLLM data parallelism.")
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    revise: ReviseConfig = field(default_factory=ReviseConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     preferences: PreferencesConfig = field(default_factory=PreferencesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -50,7 +50,10 @@ def print_dry_run(cfg, constitution) -> int:
 def print_principles(constitution) -> int:
     print(f"{constitution.name} v{constitution.version}: {constitution.description}")
     for p in constitution.principles:
-        print(f"  {p.id:<28} weight {p.weight:<4g} {p.text}")
+        print(f"  {p.id:<28} weight {p.weight:<4g} {'revise' if p.can_revise else '-':<6} {p.text}")
+    n = sum(p.can_revise for p in constitution.principles)
+    print(f"revise: {n} of {len(constitution.principles)} principles have critique and revision requests "
+          "(the revise stage draws from these)")
     return 0
 
 
@@ -61,13 +64,14 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
     if dry_run:
         return print_dry_run(cfg, constitution)
     prompts = load_prompts(cfg.generate.prompts, cfg.generate.num_prompts + cfg.train.eval_prompts
-                           if cfg.generate.num_prompts else 0) if "generate" in cfg.stages or "policy" in cfg.stages else []
+                           if cfg.generate.num_prompts else 0) if {"generate", "policy", "revise", "sft"} & set(cfg.stages) else []
     train_prompts = prompts[:cfg.generate.num_prompts] if cfg.generate.num_prompts else prompts
     eval_prompts = prompts[len(train_prompts):]
     root = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(constitution.name)
     cfg.output_dir = str(root)
     run = Run(root)
-    needs_pairs = [s for s in ("judge", "preferences", "reward", "policy") if s in cfg.stages]
+    needs_pairs = [s for s in ("judge", "preferences", "reward", "policy") if s in cfg.stages
+                   and (s == "judge" or cfg.preferences.pairs_from != "revisions")]  # revisions need no pairs.jsonl
     if "generate" not in cfg.stages and needs_pairs and not run.pairs.exists():
         raise RlaifError(f"stage {needs_pairs[0]} needs pairs.jsonl, which this run folder lacks", str(root),
                          "add generate to --stages, or point --output-dir at a run that has pairs")
@@ -102,13 +106,32 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
     # Validate models before writing anything: a missing folder or endpoint URL fails here, with no run folder made.
     from rlaif.engines.factory import check_model
 
-    policy = (cfg.generate.model, cfg.generate.base_url) if {"generate", "reward", "policy"} & set(cfg.stages) else None
+    policy = (cfg.generate.model, cfg.generate.base_url) if {"generate", "reward", "policy", "revise", "sft"} & set(cfg.stages) else None
     if policy:
         check_model(*policy, "--policy-base-url")
     if {"judge", "policy"} & set(cfg.stages) and (cfg.judge.model, cfg.judge.base_url) != policy:  # once per model
         check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")
+    if "revise" in cfg.stages:
+        from rlaif.revise import check
+
+        check(constitution)
+    if "sft" in cfg.stages and cfg.sft.data:
+        from rlaif.sft import load_sft_data
+
+        load_sft_data(cfg.sft.data)  # a bad row fails here, before anything is written
     run.root.mkdir(parents=True, exist_ok=True)
     pairs = None
+    if "revise" in cfg.stages:
+        from rlaif.revise import run_stage as revise_stage
+
+        revise_stage(cfg, constitution, run, pool, train_prompts, lambda *a: _stage(*a, cfg, constitution))
+    if "sft" in cfg.stages:
+        from rlaif.sft import run_stage as sft_stage
+
+        sft_stage(cfg, constitution, run, pool, eval_prompts, lambda *a: _stage(*a, cfg, constitution))
+    from rlaif.sft import use_sft_model
+
+    use_sft_model(cfg, run)  # sft_model/ becomes the policy of the later stages unless --policy-model was given
     if "generate" in cfg.stages:
         from rlaif.generate import pair_id, run_generate
 
@@ -122,7 +145,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         by_id = {p["pair_id"]: p for p in read_jsonl(run.pairs)}
         pairs = [by_id[pair_id(i, p)] for i, p in enumerate(train_prompts)]
         seconds = time.time() - t
-        _stage(run, "generate", t, {**counts, "completion_tokens": tokens,
+        _stage(run, "generate", t, {**counts, "model": cfg.generate.model, "completion_tokens": tokens,
                                     "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] else None,
                                     "truncated_prompts": engine.stats.get("truncated", 0)}, cfg, constitution)
     if pairs is None:
@@ -145,7 +168,11 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         _stage(run, "judge", t, {**counts, "mode": mode, "pairs": len(pairs),
                                  "seconds_per_pair": round(seconds / len(pairs), 3) if counts["judged"] and pairs else None,
                                  "engine": getattr(engine, "stats", {})}, cfg, constitution)
-    if "preferences" in cfg.stages:
+    if "preferences" in cfg.stages and cfg.preferences.pairs_from == "revisions":
+        from rlaif.revise import preferences_stage
+
+        preferences_stage(cfg, constitution, run, lambda *a: _stage(*a, cfg, constitution))
+    if "preferences" in cfg.stages and cfg.preferences.pairs_from != "revisions":
         from datasets import Dataset
 
         from rlaif.judge import pair_scores
