@@ -36,10 +36,20 @@ def _per_principle(judgments: list[dict]) -> list[dict]:
 def write(run: Run) -> None:
     summary = json.loads(run.summary.read_text()) if run.summary.exists() else {}
     stages = [{"stage": s, **{k: v for k, v in summary[s].items() if not isinstance(v, (dict, list))}}
-              for s in ("generate", "judge", "preferences", "reward", "policy") if s in summary]
+              for s in ("revise", "sft", "generate", "judge", "preferences", "reward", "policy") if s in summary]
     columns = ["stage", "seconds", "pairs", "generated", "reused", "judged", "tokens_per_second", "seconds_per_pair",
                "parse_failures", "kept", "dropped", "tied", "steps", "seconds_per_step", "reward_accuracy"]
+    columns[2:2] = ["prompts", "revised", "unrevised", "from_revisions", "from_sft_data"]
     sections = [("Stages", report.table(stages, [c for c in columns if any(c in r for r in stages)]))]
+    cai = [{"figure": k, **summary[s]["evaluation"]} for k, s in (("revision_win_rate", "revise"), ("sft_win_rate", "sft"))
+           if isinstance(summary.get(s, {}).get("evaluation"), dict)]
+    if cai:
+        sections.append(("Critique-and-revision and SFT", report.table(
+            [{**r, "value": r.get(r["figure"])} for r in cai], ["figure", "value", "n", "n_judged", "wins", "losses", "ties"]) +
+            "<p>revision_win_rate: the judge's preference for the final revision over the initial answer, both orders, "
+            "over all training prompts (an unrevised answer is a tie). sft_win_rate: the SFT model against the model "
+            "before SFT on held-out prompts, judged as policy_win_rate is. 0.5 is a draw.</p>" +
+            report.table([{"stage": k, "model": v} for k, v in summary.get("models", {}).items()], ["stage", "model"])))
     headline = {k: summary.get(k) for k in ("reward_accuracy", "policy_win_rate", "reward_base", "reward_policy")}
     if any(v is not None for v in headline.values()):
         sections.append(("What training did", report.table([headline], list(headline)) +
@@ -54,7 +64,7 @@ def write(run: Run) -> None:
             "<p>A judge without position bias puts P(first shown better) near 0.5 on average; scoring both orders "
             "cancels what bias there is.</p>"))
     for row in sorted(prefs, key=lambda r: -r["margin"])[:5]:
-        sections.append((f"Preference {row['pair_id']} (score {row['score']:.3f})",
+        sections.append((f"Preference {row['pair_id']} (score {report.fmt(row['score'])})",
                          report.pre(row["prompt"][0]["content"], 600) + "<p>chosen</p>" +
                          report.pre(row["chosen"][0]["content"], 800) + "<p>rejected</p>" +
                          report.pre(row["rejected"][0]["content"], 800)))
