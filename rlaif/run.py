@@ -109,7 +109,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
     policy = (cfg.generate.model, cfg.generate.base_url) if {"generate", "reward", "policy", "revise", "sft"} & set(cfg.stages) else None
     if policy:
         check_model(*policy, "--policy-base-url")
-    if {"judge", "policy"} & set(cfg.stages) and (cfg.judge.model, cfg.judge.base_url) != policy:  # once per model
+    if {"judge", "policy", "revise", "sft"} & set(cfg.stages) and (cfg.judge.model, cfg.judge.base_url) != policy:  # once per model
         check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")
     if "revise" in cfg.stages:
         from rlaif.revise import check

@@ -165,7 +165,8 @@ def train_sft(base_model: str, conversations: list[list[dict]], out_dir: Path, c
 
 
 def sft_path(run) -> Path:
-    return run.root / "sft_model"
+    """Absolute, so the engine pool keys the SFT model the same way in the sft stage and in later stages."""
+    return (run.root / "sft_model").resolve()
 
 
 def evaluate_sft(cfg, constitution, run, pool, prompts: list[str], before: str) -> dict:
@@ -233,7 +234,7 @@ def use_sft_model(cfg, run) -> None:
 
     before = cfg.generate.model
     if (sft_path(run) / "config.json").is_file() and before == RunConfig().generate.model:
-        cfg.generate.model = str(sft_path(run).resolve())
+        cfg.generate.model = str(sft_path(run))
     later = [s for s in ("generate", "reward", "policy") if s in cfg.stages]
     if run.root.exists() and ("sft" in cfg.stages or later):
         models = {"judge": cfg.judge.model, **{s: before for s in ("revise", "sft") if s in cfg.stages},
