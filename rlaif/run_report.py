@@ -63,6 +63,12 @@ def write(run: Run) -> None:
             _per_principle(judgments), ["principle", "judgments", "parse_failures", "mean P(first shown better)"]) +
             "<p>A judge without position bias puts P(first shown better) near 0.5 on average; scoring both orders "
             "cancels what bias there is.</p>"))
+    for row in read_jsonl(run.root / "revisions.jsonl")[:3]:
+        body = report.pre(row["prompt"], 600) + "<p>initial</p>" + report.pre(row["initial"], 800)
+        for r in row["rounds"]:
+            body += (f"<p>critique ({report.esc(r['principle_id'])})</p>" + report.pre(r["critique"], 800) +
+                     "<p>revision</p>" + report.pre(r["revision"], 800))
+        sections.append((f"Revision {row['pair_id']} (revised: {report.fmt(row['revised'])})", body))
     for row in sorted(prefs, key=lambda r: -r["margin"])[:5]:
         sections.append((f"Preference {row['pair_id']} (score {report.fmt(row['score'])})",
                          report.pre(row["prompt"][0]["content"], 600) + "<p>chosen</p>" +
