@@ -235,14 +235,26 @@ def _split_transcript(row: dict, field: str) -> tuple[str, str]:
     return text[:cut].strip(), text[cut + len(ASSISTANT):].strip()  # an empty final turn is a real response
 
 
+def _pandalm_cell(row: dict, field: str) -> str:
+    """PandaLM's file was written by pandas: an empty cell is NaN, and a cell that read "True" is a boolean.
+    Both are what the model wrote, so they come back as that text ("" and "True"); a missing key is bad."""
+    if field not in row:
+        raise _BadRow(field, "missing")
+    value = row[field]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise _BadRow(field, f"must be text, got {type(value).__name__}")
+    return value
+
+
 def _pandalm_pair(row: dict, index: int, label_columns: list[str]) -> HumanPair:
-    """PandaLM: the instruction (and its input, when there is one) is the prompt; annotators say 1, 2 or 0."""
-    instruction = _text(row, "instruction")
-    extra = row.get("input")
-    if extra is not None and not (isinstance(extra, float) and math.isnan(extra)):
-        if not isinstance(extra, str):
-            raise _BadRow("input", f"must be text, got {type(extra).__name__}")
-        instruction = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    """PandaLM: the instruction and its input (when there is one) are the prompt; annotators say 1, 2 or 0."""
+    instruction = "\n\n".join(t for f in ("instruction", "input") if (t := _pandalm_cell(row, f).strip()))
+    if not instruction:
+        raise _BadRow("instruction", "empty (and no input)")
     labels = []
     for c in label_columns:
         value = row.get(c)
@@ -254,7 +266,8 @@ def _pandalm_pair(row: dict, index: int, label_columns: list[str]) -> HumanPair:
     if not labels:
         raise _BadRow(",".join(label_columns), "no annotator label")
     idx = row.get("idx", index)
-    return HumanPair(f"pandalm-{idx}", instruction, _response(row, "response1"), _response(row, "response2"), labels)
+    return HumanPair(f"pandalm-{idx}", instruction, _pandalm_cell(row, "response1"), _pandalm_cell(row, "response2"),
+                     labels)
 
 
 def _hh_pair(row: dict, index: int, seed: int) -> HumanPair:

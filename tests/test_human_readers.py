@@ -153,15 +153,21 @@ def test_pandalm_format(tmp_path):
     rows = [{"idx": 0, "motivation_app": "x", "cmp_key": "m1_m2", "instruction": "Translate.", "input": "Bonjour",
              "response1": "Hello", "response2": "", "annotator1": 1, "annotator2": 1, "annotator3": 0},
             {"idx": 1, "motivation_app": "x", "cmp_key": "m1_m2", "instruction": "Say hi.", "input": float("nan"),
-             "response1": "hi", "response2": "hello", "annotator1": 2, "annotator2": 2, "annotator3": 2}]
+             "response1": "hi", "response2": "hello", "annotator1": 2, "annotator2": 2, "annotator3": 2},
+            {"idx": 2, "motivation_app": "x", "cmp_key": "m1_m2", "instruction": "Is it?", "input": "",
+             "response1": True, "response2": float("nan"), "annotator1": 1, "annotator2": 0, "annotator3": 1}]
     path = tmp_path / "testset-v1.json"
     path.write_text(json.dumps(rows))  # json writes NaN as the bare NaN that PandaLM's file has
     pairs, _ = read_human_pairs(str(path))
     assert [(p.pair_id, p.prompt, p.response_a, p.response_b, p.labels) for p in pairs] == [
         ("pandalm-0", "Translate.\n\nBonjour", "Hello", "", ["a", "a", "tie"]),
-        ("pandalm-1", "Say hi.", "hi", "hello", ["b", "b", "b"])]
+        ("pandalm-1", "Say hi.", "hi", "hello", ["b", "b", "b"]),
+        ("pandalm-2", "Is it?", "True", "", ["a", "tie", "a"])]  # pandas wrote an empty cell as NaN, "True" as true
     path.write_text(json.dumps([dict(rows[0], annotator2=3)]))
     with pytest.raises(RlaifError, match=r"row 1.*annotator2.*unknown label 3"):
+        read_human_pairs(str(path))
+    path.write_text(json.dumps([rows[1], {k: v for k, v in rows[0].items() if k != "response2"}]))
+    with pytest.raises(RlaifError, match=r"row 2.*response2.*missing"):
         read_human_pairs(str(path))
 
 
