@@ -132,6 +132,7 @@ class LabelFile:
     def __init__(self, path: Path, labeller: str):
         self.path, self.labeller = Path(path), labeller
         self.lock = threading.Lock()
+        self._repair()
         good = []
         for number, row in read_rows(self.path):
             problem = check_row(row)
@@ -139,6 +140,14 @@ class LabelFile:
                 raise RlaifError(problem, f"{self.path}:{number}", "fix or remove the line; labels are never rewritten")
             good.append(row)
         self.current = replay(good).get(labeller, {})
+
+    def _repair(self) -> None:
+        """Cut off a last line torn by a crash, so that the next append starts a line of its own."""
+        if self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(self.path, "r+b") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
 
     def _append(self, row: dict) -> None:
         line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")

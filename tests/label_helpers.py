@@ -46,7 +46,7 @@ def pair_row(i: int, prompt: str, a: str, b: str) -> dict:
 
 def make_run(tmp_path: Path, fake_engine, xss: bool = False) -> Path:
     """A run folder with pairs.jsonl (plus an XSS pair when asked) judged and scored by the fake engine."""
-    root = tmp_path / "run"
+    root = tmp_path / "mini-20261127T150000Z"  # named like a real run folder (the page shows the name)
     root.mkdir()
     rows = [pair_row(i, *p) for i, p in enumerate(PAIRS)]
     if xss:
