@@ -114,14 +114,16 @@ def replay(rows: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def is_label_file(path: str) -> bool:
-    """True for a human_labels.jsonl written by `rlaif label` (its first row names a labeller)."""
+    """True for a human_labels.jsonl written by `rlaif label` (its first row has `labeller` and `shown`, or is a
+    retraction); any other .jsonl goes to the generic readers."""
     p = Path(path)
     if p.is_dir() or not p.name.lower().endswith(".jsonl"):
         return False
     try:
         with open(p, encoding="utf-8") as f:
             first = next((line for line in f if line.strip()), "")
-        return "labeller" in json.loads(first)
+        row = json.loads(first)
+        return "labeller" in row and ("shown" in row or row.get("retract") is True)
     except (OSError, UnicodeDecodeError, ValueError, TypeError):
         return False
 

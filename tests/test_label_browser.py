@@ -94,7 +94,7 @@ def test_label_three_pairs_reload_restart_undo(tmp_path, fake_engine, browser):
     try:
         open_page(browser, server.url)
         assert text(browser, "progress") == "0 / 6" and pair_number(browser) == 1
-        seen, screen_verdicts = [], []
+        seen, screen_verdicts, scrolled = [], [], []
         for n, key in enumerate(("1", "2", "3"), 1):
             pid = text(browser, "pair-id").split("· ")[1]
             left, right = text(browser, "left"), text(browser, "right")
@@ -110,6 +110,12 @@ def test_label_three_pairs_reload_restart_undo(tmp_path, fake_engine, browser):
                                                     f"the judge chose {judge_screen}.")
             if n == 1:
                 browser.save_screenshot(str(SCREENSHOT))
+            for column in ("left", "right"):  # a long response scrolls inside its column, not the page
+                if text(browser, column).startswith("Walk the list once"):
+                    scrolled.append(browser.execute_script(
+                        f"const e = document.getElementById('{column}'); return [e.scrollHeight > e.clientHeight,"
+                        " document.documentElement.scrollHeight <= window.innerHeight]"))
+        assert scrolled and all(all(pair) for pair in scrolled), scrolled
         assert "ba" in [s for _, s, _ in seen] and "ab" in [s for _, s, _ in seen], seen  # seed 3 shows both
         rows = read_jsonl(root / "human_labels.jsonl")
         assert len(rows) == 3
