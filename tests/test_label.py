@@ -181,3 +181,14 @@ def test_bad_flags_fail_in_one_line(run_dir, args, message):
 def test_folder_without_pairs(tmp_path):
     assert run_cli("label", tmp_path) == 2
     assert not (tmp_path / "human_labels.jsonl").exists()
+
+
+def test_run_without_judgments_still_labels(run_dir):
+    (run_dir / "judgments.jsonl").unlink()
+    with LabelServer(run_dir, "--labeller", "alice", "--sample", "2") as server:
+        state = json.loads(server.get("/api/state")[2])
+        assert state["judged"] is False and state["total"] == 2
+        token = re.search(rb'name="rlaif-token" content="([^"]+)"', server.get("/")[2]).group(1).decode()
+        status, result = post(server.port, "/api/label", {"index": 1, "choice": "tie"}, token=token)
+        assert status == 200 and result["judge"] == "unjudged" and result["state"]["decided"] == 0
+    assert read_jsonl(run_dir / "human_labels.jsonl")[0]["label"] == "tie"
