@@ -218,14 +218,21 @@ def serve(app: LabelApp, host: str = "127.0.0.1", port: int = 0) -> tuple[Thread
                                                           "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
     try:
         server = server_class((host, port), None)
-    except OSError as e:
-        raise RlaifError(f"cannot listen on {host}:{port}: {e.strerror}", "--port",
+    except (OSError, OverflowError) as e:  # OverflowError: a port above 65535
+        raise RlaifError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}", "--port",
                          "pick another port, or leave --port out for a free one") from None
     port = server.server_address[1]
     names = {_url_host(host)} | ({"127.0.0.1", "localhost", "[::1]"} if host in ("127.0.0.1", "localhost", "::1") else set())
     server.RequestHandlerClass = make_handler(app, {f"{name}:{port}" for name in names})
     threading.Thread(target=server.serve_forever, name="rlaif-label", daemon=True).start()
     return server, f"http://{_url_host(host)}:{port}/"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor in the password database
+        return ""
 
 
 def _interrupt(*_) -> None:
@@ -236,7 +243,7 @@ def main(args) -> int:
     started = time.perf_counter()
     if args.sample < 1:
         raise RlaifError("--sample must be at least 1", "--sample", "pass how many pairs to label, e.g. 50")
-    labeller = (args.labeller if args.labeller is not None else getpass.getuser()).strip()
+    labeller = (args.labeller if args.labeller is not None else _user()).strip()
     if not labeller or len(labeller) > 64 or not labeller.isprintable():
         raise RlaifError(f"labeller name {labeller!r} must be 1 to 64 printable characters", "--labeller",
                          "pass a short name, e.g. --labeller alice")
