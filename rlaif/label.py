@@ -116,6 +116,7 @@ class LabelApp:
 
 def make_handler(app: LabelApp, hosts: set[str]):
     class Handler(BaseHTTPRequestHandler):
+        timeout = 30  # a client that stops sending mid-request does not hold a thread for ever
         def version_string(self) -> str:
             return "rlaif-label"
 
