@@ -56,6 +56,10 @@ def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed:
     """
     if limit is not None and limit < 0:
         raise RlaifError(f"limit must be >= 0, got {limit}", fix="pass a non-negative limit")
+    from rlaif.label_store import human_pairs, is_label_file
+
+    if is_label_file(path):  # RUN_DIR/human_labels.jsonl from `rlaif label`: retractions applied, a label per labeller
+        return human_pairs(path, label_columns, limit, skip_bad_rows)
     columns, rows = _open_rows(path)
     hh = "chosen" in columns and "rejected" in columns
     pandalm = not hh and PANDALM <= columns
