@@ -9,7 +9,7 @@ import sys
 from rlaif import config as config_mod
 from rlaif.errors import RlaifError
 
-SUBCOMMANDS = ("run", "agreement", "robustness")
+SUBCOMMANDS = ("run", "agreement", "robustness", "label")
 
 # flag -> (config section or None, field)
 OVERRIDES = {
@@ -50,9 +50,19 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         _common(p)
         p.add_argument("--human", required=True, help="human-labelled pairs: HH-RLHF .jsonl(.gz), .jsonl/.json/.csv/.parquet, or a save_to_disk folder")
         p.add_argument("--judge", action="append", choices=["model", "length", "random"], help="repeatable (default: model)")
-        p.add_argument("--label-columns", help="comma-separated annotator columns")
+        p.add_argument("--label-columns", help="comma-separated annotator columns (labeller names for a human_labels.jsonl)")
         p.add_argument("--limit", type=int, help="evaluate the first N pairs")
         p.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows instead of failing")
+        return p
+    if command == "label":  # no run config: the run folder holds everything the page needs
+        p = argparse.ArgumentParser(prog="pipeline.py label", description="Label a run's pairs by hand in the browser.")
+        p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder with pairs.jsonl (judgments.jsonl for the judge's verdicts)")
+        p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+        p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+        p.add_argument("--allow-remote", action="store_true", help="allow a --host that is not loopback (no login: anyone who reaches it can label)")
+        p.add_argument("--sample", type=int, default=50, help="pairs to offer, drawn with --seed; the same pairs every time (default 50)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the sample and of the left/right coin (default 0)")
+        p.add_argument("--labeller", help="your name in human_labels.jsonl (default: the OS user name)")
         return p
     if command == "robustness":
         p = argparse.ArgumentParser(prog="pipeline.py robustness", description="Prompt-injection flip rate of the judge.")
@@ -62,7 +72,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         return p
     p = argparse.ArgumentParser(
         prog="pipeline.py", description="RLAIF: generate pairs, judge them against a constitution, build preferences, "
-        "train a reward model and a policy. Subcommands: agreement, robustness (see `pipeline.py agreement --help`).")
+        "train a reward model and a policy. Subcommands: agreement, robustness, label (see `pipeline.py agreement --help`).")
     _common(p)
     p.add_argument("--policy-model", help="generator/policy: SmolLM2-135M-Instruct (default), a local folder, a hub id, or openai:NAME")
     p.add_argument("--policy-base-url", help="OpenAI-compatible endpoint for --policy-model openai:NAME")
@@ -134,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if command == "label":
+            from rlaif.label import main as label_main
+
+            return label_main(args)
         cfg = make_config(args)
         if command == "agreement":
             from rlaif.agreement_cmd import main as agreement_main

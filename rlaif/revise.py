@@ -7,9 +7,10 @@ examples, if any, go before the conversation as a revision demonstration (its `w
 request, its `better` answer). Each round sees the prompt, the current answer and the requests; earlier rounds
 are not replayed, so prompts stay short for small models.
 
-Batches are fixed by position in the prompt list and their seeds derive from the run seed, the batch's first
-pair id and the step, exactly as in generate: a resumed run (even after kill -9) writes what an uninterrupted
-one would. revisions.jsonl is appended batch by batch.
+Every sample has its own seed, from the run seed, the prompt's pair id and the step (initial, or the round and
+critique/revision), and engines sample each conversation from its own seed, as in generate: a row never depends
+on the batch it rode in, so a resumed run (even after kill -9) writes what an uninterrupted one would.
+revisions.jsonl is appended batch by batch.
 
 Also here: revision_win_rate (the judge, both orders, final vs initial) and the CAI preference rows
 (--pairs-from revisions: chosen = final, rejected = initial).
@@ -26,7 +27,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rlaif.errors import RlaifError
-from rlaif.generate import derive_seed, pair_id
+from rlaif.engines.base import request_seed
+from rlaif.generate import pair_id
 from rlaif.store import append_jsonl, atomic_write_text, jsonl_text, read_jsonl
 
 
@@ -73,19 +75,18 @@ def run_revise(engine, prompts: list[str], out: Path, constitution, *, seed: int
         batch = list(range(start, min(start + batch_size, len(ids))))
         if all(ids[i] in done for i in batch):
             continue
-        first = ids[batch[0]]
         users = [{"role": "user", "content": prompts[i]} for i in batch]
-        initial = engine.generate([[u] for u in users], seed=derive_seed(seed, first, "initial"), **kw)
+        initial = engine.generate([[u] for u in users], seed=[request_seed(seed, ids[i], "initial") for i in batch], **kw)
         current, history = list(initial), [[] for _ in batch]
         drawn = [constitution.revisers(ids[i], seed, rounds) for i in batch]
         for r in range(rounds):
             ps = [d[r] for d in drawn]
             asks = [few_shot(p) + [u, {"role": "assistant", "content": c}, {"role": "user", "content": p.critique}]
                     for p, u, c in zip(ps, users, current)]
-            critiques = engine.generate(asks, seed=derive_seed(seed, first, r, "critique"), **kw)
+            critiques = engine.generate(asks, seed=[request_seed(seed, ids[i], r, "critique") for i in batch], **kw)
             asks = [a + [{"role": "assistant", "content": c}, {"role": "user", "content": p.revision}]
                     for a, c, p in zip(asks, critiques, ps)]
-            revisions = engine.generate(asks, seed=derive_seed(seed, first, r, "revision"), **kw)
+            revisions = engine.generate(asks, seed=[request_seed(seed, ids[i], r, "revision") for i in batch], **kw)
             for k, (p, c, v) in enumerate(zip(ps, critiques, revisions)):
                 history[k].append({"principle_id": p.id, "critique": c, "revision": v})
                 if v.strip():  # an empty revision keeps the answer it was asked to revise
@@ -124,8 +125,7 @@ def judge_revisions(cfg, constitution, run, pool, rows: list[dict]) -> tuple[dic
     """revision_win_rate: the judge's preference for the final revision over the initial answer, scored in both
     orders, over all prompts. An unrevised row (final == initial) is a tie by definition and is not judged.
     Returns (pair_id -> score, info); the judgments go to revision_judgments.jsonl and the shared cache."""
-    from rlaif.judge import pair_scores, run_judge
-    from rlaif.run import judge_mode, judge_settings
+    from rlaif.judge import judge_mode, judge_settings, pair_scores, run_judge
 
     pairs = as_pairs(rows)
     scores, judgments, mode = {}, [], None
@@ -133,7 +133,7 @@ def judge_revisions(cfg, constitution, run, pool, rows: list[dict]) -> tuple[dic
         judge = pool.get(cfg.judge.model, cfg.judge.base_url)
         mode = judge_mode(constitution, judge)
         run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
-        judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg),
+        judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
                                  cache_path=run.judgment_cache, batch_size=cfg.judge.batch_size)
         scores = pair_scores(pairs, judgments, constitution, cfg.seed)
     atomic_write_text(run.root / "revision_judgments.jsonl", jsonl_text(judgments))

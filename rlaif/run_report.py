@@ -69,6 +69,15 @@ def write(run: Run) -> None:
             body += (f"<p>critique ({report.esc(r['principle_id'])})</p>" + report.pre(r["critique"], 800) +
                      "<p>revision</p>" + report.pre(r["revision"], 800))
         sections.append((f"Revision {row['pair_id']} (revised: {report.fmt(row['revised'])})", body))
+    if (run.root / "human_labels.jsonl").exists():  # written by `rlaif label RUN_DIR`
+        from rlaif.label_store import report_rows
+
+        sections.append(("Judge vs your labels", report.table(report_rows(run.root), [
+            "labeller", "labelled", "a", "b", "tie", "decided", "agree", "agreement", "cohen_kappa"]) +
+            "<p>Your labels from human_labels.jsonl (undone labels left out) against this run's judge verdicts. "
+            "decided: pairs where you and the judge both picked a side; agreement = agree / decided. For confidence "
+            "intervals and baselines: <code>rlaif agreement --constitution C --human "
+            f"{report.esc(run.root / 'human_labels.jsonl')}</code>.</p>"))
     for row in sorted(prefs, key=lambda r: -r["margin"])[:5]:
         sections.append((f"Preference {row['pair_id']} (score {report.fmt(row['score'])})",
                          report.pre(row["prompt"][0]["content"], 600) + "<p>chosen</p>" +

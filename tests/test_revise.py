@@ -85,6 +85,12 @@ def test_resume_from_a_cut_file_is_identical(revising, tmp_path):
         _revise(FakeEngine(), revising, cut, rounds=1)
 
 
+def test_rows_do_not_depend_on_the_batch_size(revising, tmp_path):
+    _revise(FakeEngine(), revising, tmp_path / "b2.jsonl", batch_size=2)
+    _revise(FakeEngine(), revising, tmp_path / "b5.jsonl", batch_size=5)
+    assert (tmp_path / "b2.jsonl").read_bytes() == (tmp_path / "b5.jsonl").read_bytes()
+
+
 class _Stubborn(FakeEngine):
     """Revises 'bread' to nothing and 'rain' to the very same answer."""
 
