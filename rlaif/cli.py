@@ -16,6 +16,7 @@ OVERRIDES = {
     "constitution": (None, "constitution"), "output_dir": (None, "output_dir"), "seed": (None, "seed"),
     "engine": (None, "engine"), "dtype": (None, "dtype"), "trust_remote_code": (None, "trust_remote_code"),
     "tensor_parallel_size": (None, "tensor_parallel_size"), "data_parallel_size": (None, "data_parallel_size"),
+    "gpu_memory_utilization": (None, "gpu_memory_utilization"), "max_model_len": (None, "max_model_len"),
     "policy_model": ("generate", "model"), "policy_base_url": ("generate", "base_url"),
     "num_prompts": ("generate", "num_prompts"), "prompts": ("generate", "prompts"),
     "max_new_tokens": ("generate", "max_new_tokens"), "batch_size": ("generate", "batch_size"),
@@ -40,6 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", default=None, help="allow model repos to run their own code")
     p.add_argument("--tensor-parallel-size", type=int, help="vLLM tensor parallelism")
     p.add_argument("--data-parallel-size", type=int, help="vLLM data parallelism")
+    p.add_argument("--gpu-memory-utilization", type=float, help="share of GPU memory vLLM may claim, in (0, 1] (default 0.85)")
+    p.add_argument("--max-model-len", type=int, help="context length of local engines (default: the model's own, capped at 4096)")
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -102,6 +105,9 @@ def make_config(args: argparse.Namespace) -> config_mod.RunConfig:
                         ("judge.batch_size", cfg.judge.batch_size), ("--max-steps", cfg.train.max_steps)):
         if value is not None and value < 1:  # a batch size left unset (None) is the engine's own
             raise RlaifError(f"{name} must be positive", name, "pass a number of at least 1")
+    from rlaif.engines.factory import check_memory_settings
+
+    check_memory_settings(cfg)
     return cfg
 
 

@@ -77,6 +77,12 @@ class RunConfig:
     trust_remote_code: bool = _f(False, "Allow model repositories to run their own code. Off unless asked.")
     tensor_parallel_size: int = _f(1, "vLLM tensor parallelism.")
     data_parallel_size: int = _f(1, "vLLM data parallelism.")
+    gpu_memory_utilization: float = _f(0.85, "Share of GPU memory, in (0, 1], that vLLM may claim for weights and KV "
+                                       "cache (vLLM's own default is 0.92). One engine lives at a time, and none "
+                                       "during training.")
+    max_model_len: int | None = _f(None, "Context length given to local engines (vLLM sizes its KV cache by it). "
+                                   "Default: the model's own, capped at 4096 tokens (what this pipeline's prompts "
+                                   "need); longer prompts are cut and counted as truncated.")
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     preferences: PreferencesConfig = field(default_factory=PreferencesConfig)

@@ -74,7 +74,7 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
     created = not root.exists()
     from rlaif.engines.factory import EnginePool
 
-    pool = EnginePool(cfg)
+    pool = EnginePool(cfg, plan=engine_plan(cfg, run))
     try:
         return _run(cfg, constitution, run, pool, train_prompts, eval_prompts)
     except RlaifError:
@@ -83,6 +83,16 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
         raise
     finally:
         pool.close()
+
+
+def engine_plan(cfg, run: Run) -> list:
+    """The models each step needs, in run order. The pool releases an engine as soon as the next step does not
+    need it: training starts with none alive, and evaluation holds one model at a time."""
+    policy, judge = (cfg.generate.model, cfg.generate.base_url), (cfg.judge.model, cfg.judge.base_url)
+    needs = {"generate": [policy], "judge": [judge], "eval-policy": [(str(run.policy), None)],
+             "eval-base": [policy], "eval-judge": [judge]}
+    steps = list(cfg.stages) + (["eval-policy", "eval-base", "eval-judge"] if "policy" in cfg.stages else [])
+    return [(step, needs.get(step, [])) for step in steps]
 
 
 def _stage(run: Run, name: str, started: float, info: dict, cfg, constitution) -> None:
@@ -125,6 +135,8 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         _stage(run, "generate", t, {**counts, "completion_tokens": tokens,
                                     "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] else None,
                                     "truncated_prompts": engine.stats.get("truncated", 0)}, cfg, constitution)
+        pool.done("generate")  # released unless the judge is the same model
+        del engine
     if pairs is None:
         pairs = read_jsonl(run.pairs)
     judgments = scores = None
@@ -145,6 +157,8 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         _stage(run, "judge", t, {**counts, "mode": mode, "pairs": len(pairs),
                                  "seconds_per_pair": round(seconds / len(pairs), 3) if counts["judged"] and pairs else None,
                                  "engine": getattr(engine, "stats", {})}, cfg, constitution)
+        pool.done("judge")
+        del engine
     if "preferences" in cfg.stages:
         from datasets import Dataset
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rlaif.engines.base import Engine, auto_dtype
+from rlaif.engines.base import Engine, auto_dtype, release_memory
 from rlaif.engines.nucleus import HFNucleus
 
 
@@ -18,7 +18,7 @@ def pick_dtype(name: str, cuda: bool):
 
 class HFEngine(Engine):
     def __init__(self, path: str, identity: str, *, dtype: str = "auto", trust_remote_code: bool = False,
-                 device: str | None = None):
+                 device: str | None = None, max_model_len: int | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -33,6 +33,8 @@ class HFEngine(Engine):
             path, dtype=self.dtype, trust_remote_code=trust_remote_code, use_safetensors=True).to(self.device)
         self.model.eval()
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        if max_model_len:  # the pool caps it (factory.CONTEXT_CAP or --max-model-len); prompts past it are cut
+            self.max_context = min(self.max_context, int(max_model_len))
         self.stats = {"truncated": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def _batch(self, rows: list[list[int]]):
@@ -97,4 +99,9 @@ class HFEngine(Engine):
         return results
 
     def close(self) -> None:
+        """Give the model's memory back: drop the weights, collect, empty the CUDA cache, and on CPU hand freed
+        heap pages back to the OS (glibc keeps them otherwise, and RSS would not fall)."""
+        if getattr(self, "model", None) is None:
+            return
         self.model = None
+        release_memory(self.device == "cuda")
