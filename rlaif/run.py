@@ -98,6 +98,10 @@ def engine_plan(cfg, run: Run) -> list:
 def _stage(run: Run, name: str, started: float, info: dict, cfg, constitution) -> None:
     """Record a finished stage: the resolved config and frozen constitution it ran with, its counts, its marker."""
     info = {**info, "seconds": round(time.time() - started, 2)}
+    torch = sys.modules.get("torch")  # peak GPU memory this process allocated during the stage (not vLLM's workers)
+    if torch is not None and torch.cuda.is_available():
+        info["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+        torch.cuda.reset_peak_memory_stats()
     atomic_write_text(run.config, yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
     atomic_write_text(run.constitution, constitution.text)
     run.update_summary("constitution", {"name": constitution.name, "version": constitution.version,
