@@ -24,22 +24,24 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 CONV = [[{"role": "user", "content": "Which is safer, A or B? A: wear a helmet. B: ride without one."}]]
 
 
-def rss_tree_mib() -> tuple[float, int]:
-    """(RSS of this process and all its descendants in MiB, number of descendants)."""
+def rss_tree_mib() -> tuple[float, list[str]]:
+    """(RSS of this process and all its live descendants in MiB, the descendants' names). A child that has
+    exited but is not yet reaped (a zombie) holds no memory and is not counted."""
     import psutil
 
     me = psutil.Process(os.getpid())
-    procs = [me, *me.children(recursive=True)]
-    total = 0
-    for p in procs:
+    total, alive = me.memory_info().rss, []
+    for p in me.children(recursive=True):
         try:
-            total += p.memory_info().rss
+            if p.status() != psutil.STATUS_ZOMBIE:
+                total += p.memory_info().rss
+                alive.append(" ".join(p.cmdline())[-60:] if p.name().startswith("python") else p.name())
         except psutil.NoSuchProcess:
             pass
-    return total / 2**20, len(procs) - 1
+    return total / 2**20, alive
 
 
-def _settle() -> tuple[float, int]:
+def _settle() -> tuple[float, list[str]]:
     from rlaif.engines.base import release_memory
 
     release_memory(False)
@@ -97,8 +99,8 @@ def main() -> int:
     for backend in backends:
         r = measure(backend)
         print(f"{backend}: RSS before {r['before_mib']} MiB, during {r['during_mib']} MiB "
-              f"({r['children_during']} child processes), after release {r['after_mib']} MiB "
-              f"({r['children_after']} child processes; {r['after_mib'] / r['before_mib']:.3f} x before); "
+              f"(child processes {r['children_during']}), after release {r['after_mib']} MiB "
+              f"(child processes {r['children_after']}; {r['after_mib'] / r['before_mib']:.3f} x before); "
               f"engine object alive after: {r['engine_alive_after']}; start {r['start_seconds']} s", flush=True)
     return 0
 

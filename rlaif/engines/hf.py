@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from rlaif.engines.base import Engine, auto_dtype, release_memory
@@ -29,8 +30,18 @@ class HFEngine(Engine):
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=self.dtype, trust_remote_code=trust_remote_code, use_safetensors=True).to(self.device)
+        # On CPU, transformers' threaded weight loading leaves its threads' malloc arenas behind: about 80 MiB of
+        # RSS that close() cannot return. Loading in this thread returns it, and was no slower (embedded model,
+        # 2 cores: 1.48 s vs 1.61 s).
+        sequential = self.device == "cpu" and "HF_DEACTIVATE_ASYNC_LOAD" not in os.environ
+        if sequential:
+            os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=self.dtype, trust_remote_code=trust_remote_code, use_safetensors=True).to(self.device)
+        finally:
+            if sequential:
+                os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
         self.model.eval()
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         if max_model_len:  # the pool caps it (factory.CONTEXT_CAP or --max-model-len); prompts past it are cut
