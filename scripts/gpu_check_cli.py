@@ -255,7 +255,7 @@ def main(args) -> int:
     else:
         out = work / "agreement"
         rc, peaks, seconds = pipeline(["agreement", "--constitution", "safety.yaml", "--judge-model", judge,
-                                       "--human", hh, "--limit", size["hh"], "--output-dir", out,
+                                       "--human", hh, "--limit", size["hh"], "--skip-bad-rows", "--output-dir", out,
                                        *(["--engine", "hf"] if not gpu else [])], work / "agreement.log", gpu)
         ok &= report(f"agreement ({size['hh']} HH rows)", rc, peaks, seconds, out, work / "agreement.log", gpu)
         ok &= (out / "agreement.json").is_file()

@@ -37,8 +37,9 @@ def check_model(model: str, base_url: str | None, url_flag: str = "--judge-base-
 
 # Context given to a local engine when --max-model-len is unset: the model's own, capped here. vLLM sizes its
 # KV cache (and, on CPU, its prefill budget) by this length, and a 128k context can fail to fit beside a second
-# model. The pipeline's prompts need far less: the longest judge prompt over 300 HH-RLHF test rows with the
-# shipped constitutions is about 1,500 tokens. Longer prompts are cut as before and counted in `truncated`.
+# model. The pipeline's prompts need far less: over the first 300 HH-RLHF harmless test rows, the longest judge
+# prompt of the three shipped constitutions is 1,275 tokens (median 396, SmolLM2's tokenizer). Longer prompts are
+# cut as before and counted in `truncated`.
 CONTEXT_CAP = 4096
 
 
