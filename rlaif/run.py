@@ -9,13 +9,13 @@ from pathlib import Path
 
 import yaml
 
-from rlaif import ROOT, config as config_mod
+from rlaif import DATA_DIR, config as config_mod
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.generate import load_prompts
 from rlaif.store import Run, atomic_write_text, default_run_dir, jsonl_text, read_jsonl, save_dataset_atomic
 
-EXAMPLES = ROOT / "data" / "dry_run_examples.jsonl"
+EXAMPLES = DATA_DIR / "dry_run_examples.jsonl"
 
 
 def judge_settings(cfg) -> dict:

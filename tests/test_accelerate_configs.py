@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlaif import ROOT
+from conftest import ROOT
 
 CONFIGS = ROOT / "configs" / "accelerate"
 EXPECTED = {  # file -> (distributed_type, num_processes, mixed_precision, use_cpu)
