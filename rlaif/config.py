@@ -90,7 +90,7 @@ class TrainConfig:
 class RunConfig:
     constitution: str = _f("safety.yaml", "Constitution: a bare name is ./constitutions/NAME if that exists, else a "
                            "shipped one (safety, helpfulness, honesty); a path is used as is.")
-    output_dir: str | None = _f(None, "Run folder. Default: runs/<constitution name>-<UTC timestamp>.")
+    output_dir: str | None = _f(None, "Run folder; rerun on it to resume. Default: runs/<constitution name>-<UTC timestamp>.")
     seed: int = _f(0, "Seed for sampling, principle draws and splits.")
     engine: str = _f("auto", "auto | hf | vllm. auto picks vllm when CUDA and vllm are both available.",
                      choices=("auto", "hf", "vllm"))
@@ -98,7 +98,7 @@ class RunConfig:
                       choices=STAGES, run_only=True)
     dtype: str = _f("auto", "auto (bf16 on CUDA and on CPUs with native bf16 such as AVX512-BF16/AMX, else fp32) | float32 | bfloat16 | float16.",
                     choices=("auto", "float32", "bfloat16", "float16"))
-    trust_remote_code: bool = _f(False, "Allow model repositories to run their own code. Off unless asked.")
+    trust_remote_code: bool = _f(False, "Allow model repositories to run their own code. Off unless asked; weights load from safetensors only.")
     tensor_parallel_size: int = _f(1, "vLLM tensor parallelism.", minimum=1)
     data_parallel_size: int = _f(1, "vLLM data parallelism.", minimum=1)
     generate: GenerateConfig = field(default_factory=GenerateConfig)

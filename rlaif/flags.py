@@ -111,3 +111,19 @@ def apply(target, args: argparse.Namespace, cls=None):
         *sections, name = path.split(".")
         setattr(reduce(getattr, sections, target), name, check_value(f, value, flag, flag))
     return target
+
+
+def settings_table(cls=None) -> str:
+    """The README's settings table (Markdown), from the same fields: `python -m rlaif.flags`."""
+    from rlaif.config import RunConfig
+
+    rows = ["| flag | YAML key (`--config`) | default | meaning |", "|---|---|---|---|"]
+    for path, f, flag in leaves(cls or RunConfig):
+        default = _default_text(f).removeprefix(" (default: ").removesuffix(")") or "-"
+        cells = (f"`{flag}`", f"`{path}`", str(default), f.metadata["help"])
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -160,3 +160,10 @@ def test_bad_settings_are_one_line_and_exit_2(tmp_path, args, fragment):
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("rlaif: error: "), proc.stderr
     assert fragment in lines[0], lines[0]
     assert list(tmp_path.iterdir()) in ([], [tmp_path / "cfg.yaml"])  # nothing written
+
+
+def test_readme_settings_table_is_generated_from_the_fields():
+    from conftest import ROOT
+
+    assert flags.settings_table() in (ROOT / "README.md").read_text(), \
+        "README's settings table is out of date: paste the output of `python -m rlaif.flags` into it"
