@@ -15,10 +15,11 @@ from rlaif import config as config_mod
 from rlaif import flags
 from rlaif.errors import RlaifError
 
-# subcommand -> (its options dataclass, description). Its run settings: the top level and the judge section.
+# subcommand -> (its options dataclass, description, the sections of run settings it takes: "" is the top level)
 SUBCOMMANDS = {
-    "agreement": (config_mod.AgreementOptions, "Judge-vs-human agreement report."),
-    "robustness": (config_mod.RobustnessOptions, "Prompt-injection flip rate of the judge."),
+    "agreement": (config_mod.AgreementOptions, "Judge-vs-human agreement report.", ("", "judge")),
+    "robustness": (config_mod.RobustnessOptions, "Prompt-injection flip rate of the judge.", ("", "judge")),
+    "label": (config_mod.LabelOptions, "Label a run's pairs by hand in the browser.", ()),  # the run folder has it all
 }
 USAGE = "rlaif [options]\n       " + "\n       ".join(f"rlaif {c} [options]" for c in SUBCOMMANDS)
 
@@ -31,20 +32,21 @@ def _config_flag(p: argparse.ArgumentParser) -> None:
 
 def build_parser(command: str = "run") -> argparse.ArgumentParser:
     if command in SUBCOMMANDS:
-        options, description = SUBCOMMANDS[command]
+        options, description, sections = SUBCOMMANDS[command]
         p = flags.Parser(prog=f"rlaif {command}", description=description)
         group = p.add_argument_group(f"{command} options")
         for path, f, flag in flags.leaves(options):
             flags.add_one(group, f, path, [flag])
-        _config_flag(p)
-        flags.add_settings(p, config_mod.RunConfig, sections=("", "judge"))
+        if sections:
+            _config_flag(p)
+            flags.add_settings(p, config_mod.RunConfig, sections=sections)
         return p
     p = flags.Parser(
         prog="rlaif", usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="RLAIF: generate pairs, judge them against a constitution, build preferences, train a reward "
         "model and a policy.\n`python pipeline.py` in the repository is the same command.",
         epilog="subcommands (each with its own --help):\n" + "\n".join(
-            f"  rlaif {c:<12} {d}" for c, (_, d) in SUBCOMMANDS.items()))
+            f"  rlaif {c:<12} {d}" for c, (_, d, _) in SUBCOMMANDS.items()))
     _config_flag(p)
     p.add_argument("--dry-run", action="store_true", help="validate, print the first judge prompts; load no model, write nothing")
     p.add_argument("--list-principles", action="store_true", help="list the constitution's principles and exit")
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if command == "label":
+            from rlaif.label import main as label_main
+
+            return label_main(flags.apply(config_mod.LabelOptions(), args))
         cfg = make_config(args)
         if command == "agreement":
             from rlaif.agreement_cmd import main as agreement_main

@@ -115,7 +115,8 @@ class AgreementOptions:
                            "save_to_disk folder.", required=True)
     judge: list = _f(["model"], "Judges to score (comma-separated or repeated); with model, the free length and random "
                      "baselines are computed too.", choices=("model", "length", "random"))
-    label_columns: str | None = _f(None, "Comma-separated annotator columns (several human labels per pair).")
+    label_columns: str | None = _f(None, "Comma-separated annotator columns (several human labels per pair); for a "
+                                   "human_labels.jsonl, labeller names.")
     limit: int | None = _f(None, "Evaluate the first N pairs.")
     skip_bad_rows: bool = _f(False, "Skip and count malformed rows instead of failing.")
 
@@ -124,6 +125,18 @@ class AgreementOptions:
 class RobustnessOptions:
     pairs: str | None = _f(None, "Injection set (.jsonl). Default: the shipped data/injection/pairs.jsonl.")
     limit: int | None = _f(None, "Use the first N pairs.")
+
+
+@dataclass
+class LabelOptions:
+    run_dir: str | None = _f(None, "A run folder with pairs.jsonl (judgments.jsonl for the judge's verdicts).",
+                             positional=True)
+    port: int = _f(0, "Port to listen on (0: a free one).")
+    host: str = _f("127.0.0.1", "Address to listen on.")
+    allow_remote: bool = _f(False, "Allow a --host that is not loopback (no login: anyone who reaches it can label).")
+    sample: int = _f(50, "Pairs to offer, drawn with --seed; the same pairs every time.")
+    seed: int = _f(0, "Seed of the sample and of the left/right coin.")
+    labeller: str | None = _f(None, "Your name in human_labels.jsonl. Default: the OS user name.")
 
 
 @dataclass

@@ -39,15 +39,18 @@ def _actions(parser) -> dict:
 
 def test_every_setting_has_one_flag_with_help():
     parsers = {"run": build_parser("run"), "agreement": build_parser("agreement"),
-               "robustness": build_parser("robustness"), "train_entry": train_entry_parser()}
+               "robustness": build_parser("robustness"), "label": build_parser("label"),
+               "train_entry": train_entry_parser()}
     cases = [("run", config_mod.RunConfig), ("agreement", config_mod.AgreementOptions),
-             ("robustness", config_mod.RobustnessOptions), ("train_entry", config_mod.TrainEntryOptions),
+             ("robustness", config_mod.RobustnessOptions), ("label", config_mod.LabelOptions),
+             ("train_entry", config_mod.TrainEntryOptions),
              ("train_entry", config_mod.TrainConfig)]
     n = 0
     for command, cls in cases:
         for path, f, flag in flags.leaves(cls):
             assert f.metadata.get("help", "").strip(), f"{cls.__name__}.{path} has no help"
-            action = _actions(parsers[command]).get(flag)
+            action = _actions(parsers[command]).get(flag) if not f.metadata.get("positional") else \
+                next((a for a in parsers[command]._actions if a.dest == path and not a.option_strings), None)
             assert action is not None and action.dest == path and action.help, (command, path, flag)
             n += 1
     assert n >= 50
@@ -134,6 +137,8 @@ def test_help_lists_subcommands_and_their_flags():
     assert "--policy-model" not in agreement and "--stages" not in agreement
     robustness = build_parser("robustness").format_help()
     assert "--pairs" in robustness and "--limit" in robustness
+    label = build_parser("label").format_help()
+    assert "RUN_DIR" in label and "--allow-remote" in label and "--config" not in label
 
 
 @pytest.mark.parametrize("args,fragment", [
