@@ -23,7 +23,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with the project's error contract: one line on stderr, exit status 2."""
 
     def error(self, message):
-        print(f"rlaif: error: {message} -- fix: see `{self.prog} --help`", file=sys.stderr)
+        print(f"rlaif: error: {message} -- fix: see `{self.prog} --help`".replace("\n", " "), file=sys.stderr)
         sys.exit(2)
 
 
@@ -60,7 +60,8 @@ def _default_text(f: dataclasses.Field) -> str:
     return f" (default: {shown})"
 
 
-def add_settings(parser: argparse.ArgumentParser, cls, sections=None, bare: bool = False, title: str = "settings") -> None:
+def add_settings(parser: argparse.ArgumentParser, cls, sections=None, bare: bool = False,
+                 title: str = "settings (top level of the --config YAML)") -> None:
     """A flag per setting of `cls`, one help group per section. `sections`: the sections to include ("" is the
     top level; None: all), leaving out run_only settings. `bare`: flags are the plain field names, with the
     declared flag as an alias (train_entry, whose only section is train)."""
