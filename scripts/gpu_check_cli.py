@@ -77,7 +77,9 @@ def find_hh(given: str | None) -> Path | None:
 def build_model(tok, dims, folder: Path) -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # keep the check's output to its figures
     hidden, inter, layers, heads, kv = dims
     torch.manual_seed(len(folder.name))
     config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
