@@ -29,7 +29,7 @@ HH = "hh-rlhf-harmless-base-test.jsonl.gz"
 SIZES = {  # full: the GPU check; small: the CPU test (about 1-2 minutes on 2 cores)
     "full": dict(prompts=32, new_tokens=32, steps=2, judge_batch=4, eval_prompts=8, hh=300, kill_at=20,
                  policy=(256, 688, 4, 4, 2), judge=(768, 2048, 8, 12, 4)),
-    "small": dict(prompts=6, new_tokens=8, steps=1, judge_batch=2, eval_prompts=2, hh=6, kill_at=4,
+    "small": dict(prompts=6, new_tokens=8, steps=1, judge_batch=2, eval_prompts=2, hh=6, kill_at=2,
                   policy=(64, 128, 2, 2, 1), judge=(128, 256, 2, 4, 2)),
 }
 OUTPUTS = ("pairs.jsonl", "judgments.jsonl", "preferences.jsonl")
