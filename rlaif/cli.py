@@ -24,6 +24,10 @@ OVERRIDES = {
     "concurrency": ("judge", "concurrency"), "margin": ("preferences", "min_margin"),
     "algo": ("train", "algo"), "max_steps": ("train", "max_steps"), "learning_rate": ("train", "learning_rate"),
     "beta": ("train", "beta"), "report_to": ("train", "report_to"), "threads": ("train", "threads"),
+    "save_steps": ("train", "save_steps"), "lora_r": ("train", "lora_r"), "lora_alpha": ("train", "lora_alpha"),
+    "lora_target_modules": ("train", "lora_target_modules"),
+    "gradient_accumulation_steps": ("train", "gradient_accumulation_steps"),
+    "warmup_steps": ("train", "warmup_steps"), "loss_type": ("train", "loss_type"),
 }
 
 
@@ -78,6 +82,14 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, help="KL coefficient")
     p.add_argument("--report-to", choices=["none", "tensorboard", "wandb"], help="training logs (default none)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--save-steps", type=int, help="trl checkpoint every N steps, last 2 kept; a rerun resumes "
+                   "(default 0 = max_steps // 2, at most 500; -1 = none)")
+    p.add_argument("--lora-r", type=int, help="LoRA rank for the reward model and the policy (default 0 = off)")
+    p.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 16)")
+    p.add_argument("--lora-target-modules", help="comma-separated module names, or all-linear (default)")
+    p.add_argument("--gradient-accumulation-steps", type=int, help="batches per optimizer step (default 1)")
+    p.add_argument("--warmup-steps", type=float, help="learning-rate warmup: steps (>= 1) or a share of max_steps (default 0)")
+    p.add_argument("--loss-type", help="DPO loss: sigmoid (default), ipo, hinge, robust, ... (trl DPOConfig.loss_type)")
     p.add_argument("--dry-run", action="store_true", help="validate, print the first judge prompts; load no model, write nothing")
     p.add_argument("--list-principles", action="store_true", help="list the constitution's principles and exit")
     return p
@@ -102,6 +114,9 @@ def make_config(args: argparse.Namespace) -> config_mod.RunConfig:
                         ("judge.batch_size", cfg.judge.batch_size), ("--max-steps", cfg.train.max_steps)):
         if value is not None and value < 1:  # a batch size left unset (None) is the engine's own
             raise RlaifError(f"{name} must be positive", name, "pass a number of at least 1")
+    from rlaif.train_options import validate
+
+    validate(cfg.train)
     return cfg
 
 

@@ -19,6 +19,11 @@ from rlaif.config import TrainConfig
 from rlaif.errors import RlaifError
 
 
+# added with checkpoints, LoRA and trl pass-through settings (issue 14)
+_NEW = ("save_steps", "lora_r", "lora_alpha", "lora_target_modules", "gradient_accumulation_steps", "warmup_steps",
+        "loss_type")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as pipeline.py: no hub unless HF_HUB_OFFLINE=0
     p = argparse.ArgumentParser(prog="python -m rlaif.train_entry", description=__doc__.split("\n\n")[0])
@@ -29,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reward-model", help="trained reward model folder (policy stage, ppo/rloo)")
     d = TrainConfig()
     for name in ("algo", "max_steps", "learning_rate", "beta", "batch_size", "max_length", "eval_fraction",
-                 "report_to", "threads"):
+                 "report_to", "threads", *_NEW):
         p.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(d, name)), default=getattr(d, name))
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -41,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         from rlaif.train import train_policy, train_reward
 
         cfg = TrainConfig(**{k: getattr(a, k) for k in ("algo", "max_steps", "learning_rate", "beta", "batch_size",
-                                                        "max_length", "eval_fraction", "report_to", "threads")})
+                                                        "max_length", "eval_fraction", "report_to", "threads", *_NEW)})
         base = resolve(a.base_model)[0]
         ds = datasets.load_from_disk(a.preferences)
         if a.stage == "reward":
