@@ -130,6 +130,8 @@ def _finish(state, staging: Path, out_dir: Path, base_model: str, save=None, tra
     if state.is_main_process:
         if load_base:
             lora.merge_into(staging, base_model, load_base)
+        if trainer is not None:  # steps and the logged losses, as in a trl checkpoint
+            trainer.state.save_to_json(str(staging / "trainer_state.json"))
         _tokenizer(base_model).save_pretrained(staging)  # the untouched tokenizer (trainers may change padding)
         for folder in (staging, staging / lora.ADAPTER):
             (folder / "training_args.bin").unlink(missing_ok=True)  # a pickle, and of no use to a reader
