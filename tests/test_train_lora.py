@@ -82,3 +82,23 @@ def test_policy_lora(algo, base, base_weights, reward, tmp_path, capfd):
                                   return_tensors="pt", return_dict=True)
     new = model.generate(**ids, max_new_tokens=5, do_sample=False)[0, ids["input_ids"].shape[1]:]
     assert len(new) > 0 and tok.decode(new, skip_special_tokens=True).strip()
+
+
+def test_lora_resume_is_exact(base, tmp_path, monkeypatch):
+    """A LoRA run resumed from its step-2 checkpoint ends with the adapter of the run that went straight through."""
+    import shutil
+
+    from rlaif import checkpoints
+
+    cfg = _cfg(max_steps=4, save_steps=2, max_length=48)
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints, "remove", lambda out_dir, state: None)  # keep the first run's checkpoints
+        train_policy(base, tmp_path / "none", _dataset(), tmp_path / "run" / "policy", cfg, seed=0)
+    ckpt = tmp_path / "run" / "checkpoints" / "policy"
+    shutil.rmtree(ckpt / "checkpoint-4")  # as if killed between step 2's checkpoint and step 4's
+    shutil.move(tmp_path / "run" / "policy", tmp_path / "straight")
+    m = train_policy(base, tmp_path / "none", _dataset(), tmp_path / "run" / "policy", cfg, seed=0)
+    assert m["resumed_from_step"] == 2 and m["steps"] == 4 and not ckpt.exists()
+    for name in ("model.safetensors", "adapter/adapter_model.safetensors"):
+        a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "run" / "policy" / name)
+        assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
