@@ -4,6 +4,8 @@ No training loop of our own: each function builds a trl config, runs the trainer
 and tokenizer as an ordinary safetensors transformers folder (written next to `out_dir`, then renamed
 into place) and returns a small metrics dict. Runs unchanged on CPU, on one GPU (bf16) and under
 `accelerate launch` (only rank 0 writes and renames). torch and trl are imported inside the functions.
+The trainers checkpoint into the run folder and resume from there (rlaif.checkpoints); with LoRA the
+saved folder is the merged model and the adapter sits in its adapter/ (rlaif.lora).
 """
 
 from __future__ import annotations
