@@ -2,6 +2,11 @@
 
 Each judgment's key hashes what changes its output (the rendered prompt, the judge's identity and
 the scoring settings) and nothing else, so editing one principle re-judges only that principle.
+
+The cache holds what the judge saw: for one rendered prompt, P(the response shown first is better). Each job
+orients that to P(response_a is better) by its own order when it reads it, so two jobs that render the same
+text in opposite orders (a pair of identical responses, another seed's draw) can never inherit a flipped
+verdict. A pair whose two responses are the same text is never judged: it is a tie by construction.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from rlaif.templates import render
 LABELS = ("A", "B")
 DEFAULT_TEMPLATES = {"logprob": "judge_logprob.j2", "cot": "judge_cot.j2"}
 VERDICT_TEMPLATE = "_cot_verdict.j2"  # the turn after a CoT rationale, scored by log-probs
+CACHE_VERSION = "p_first-v2"  # in every key: caches written before the p_first records are not reused
 PARSED = {"A": 1.0, "B": 0.0, "TIE": 0.5}  # a parsed verdict line as P(shown-first is better)
 VERDICT_RE = re.compile(r"^\s*\**\s*verdict\s*\**\s*:\s*\**\s*(A|B|tie)\s*\**\s*\.?\s*$", re.IGNORECASE)
 
@@ -35,6 +41,29 @@ class Job:
     text: str
     key: str
     verdict_text: str = ""  # chain of thought: the follow-up turn whose first reply token is scored
+
+
+def judge_mode(constitution, engine) -> str:
+    """The constitution's label mode; endpoints without log-probs fall back to chain of thought."""
+    if constitution.label_mode == "logprob" and not getattr(engine, "supports_logprobs", True):
+        return "cot"
+    return constitution.label_mode
+
+
+def judge_settings(cfg, mode: str) -> dict:
+    """Scoring settings that change a judgment's output in `mode` (they go into its cache key). The rationale's
+    token budget matters only to chain of thought: in log-prob mode it changes nothing, so it re-judges nothing."""
+    return {"labels": list(LABELS), **({"max_new_tokens": cfg.judge.max_new_tokens} if mode == "cot" else {})}
+
+
+def is_identical(pair: dict) -> bool:
+    """The two responses are the same text (whitespace at the ends aside): no preference can come of it."""
+    return pair["response_a"].strip() == pair["response_b"].strip()
+
+
+def principle_hash(principle: Principle) -> str:
+    """The hash of the principle text a judgment was made with (kept in each judgment)."""
+    return hashlib.sha256(principle.text.encode()).hexdigest()[:12]
 
 
 def parse_verdict(text: str) -> str | None:
@@ -66,6 +95,8 @@ def make_jobs(pairs: list[dict], constitution: Constitution, seed: int, identity
     template = constitution.template if mode == constitution.label_mode else DEFAULT_TEMPLATES[mode]
     jobs = []
     for pair in pairs:
+        if is_identical(pair):
+            continue
         for principle, _ in constitution.sample(pair["pair_id"], seed):
             for order in ("ab", "ba"):
                 a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
@@ -73,13 +104,15 @@ def make_jobs(pairs: list[dict], constitution: Constitution, seed: int, identity
                               prompt=pair["prompt"], response_a=a, response_b=b)
                 verdict = render(VERDICT_TEMPLATE, str(constitution.path), mitigate, constitution.template_dirs,
                                  principle=principle) if mode == "cot" else ""
-                identity_of = [text, identity, mode, settings] + ([verdict] if verdict else [])
+                identity_of = [CACHE_VERSION, text, identity, mode, settings] + ([verdict] if verdict else [])
                 key = hashlib.sha256(json.dumps(identity_of, sort_keys=True).encode()).hexdigest()
                 jobs.append(Job(pair["pair_id"], principle, order, text, key, verdict))
     return jobs
 
 
 def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]:
+    """Cache records, one per job: {key, p_first (P(shown-first is better), None if unparseable), raw_output,
+    judge, mode}. Nothing in them depends on the order the job belongs to."""
     convs = [[{"role": "user", "content": j.text}] for j in jobs]
     if mode == "logprob":
         outputs = engine.label_logprobs(convs, LABELS)
@@ -97,19 +130,22 @@ def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]
             outputs = [{"rationale": r, "verdict_logprobs": v} for r, v in zip(rationales, verdicts)]
             scored = [label_probability(v, *LABELS) for v in verdicts]  # None when a label is missing
             firsts = [p if p is not None else f for p, f in zip(scored, firsts)]
-    records = []
-    for job, out, first in zip(jobs, outputs, firsts):
-        p_a = to_original(first, job.order)
-        records.append(to_dict(Judgment(job.pair_id, job.principle.id, job.order, p_a, verdict_of(p_a), out,
-                                        engine.identity, job.key, mode)))
-    return records
+    return [{"key": job.key, "p_first": first, "raw_output": out, "judge": engine.identity, "mode": mode}
+            for job, out, first in zip(jobs, outputs, firsts)]
+
+
+def oriented(job: Job, cached: dict) -> dict:
+    """The judgment of `job` from a cache record: P(shown first) turned into P(response_a) by the job's order."""
+    p_a = to_original(cached["p_first"], job.order)
+    return to_dict(Judgment(job.pair_id, job.principle.id, job.order, p_a, verdict_of(p_a), cached["raw_output"],
+                            cached["judge"], job.key, cached["mode"], principle_hash(job.principle)))
 
 
 def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: int, mode: str, settings: dict,
               cache_path: Path | None = None, batch_size: int | None = None, mitigate: bool = True,
               progress: bool = True) -> tuple[list[dict], dict]:
     """Judge every pair; reuse cached judgments by key. Returns (judgments in job order, counts).
-    batch_size None: the engine's own."""
+    Pairs of identical responses are skipped and counted (`identical`). batch_size None: the engine's own."""
     batch_size = batch_size or engine.batch_size
     jobs = make_jobs(pairs, constitution, seed, engine.identity, mode, settings, mitigate)
     cache = {r["key"]: r for r in read_jsonl(cache_path, repair=True)} if cache_path else {}
@@ -122,24 +158,27 @@ def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: in
         cache.update((r["key"], r) for r in records)
         bar.update(len(records))
     bar.close()
-    out = []
-    for j in jobs:  # cached records may come from another pair with the same text: re-label them
-        out.append({**cache[j.key], "pair_id": j.pair_id, "principle_id": j.principle.id, "order": j.order})
+    out = [oriented(j, cache[j.key]) for j in jobs]
     counts = {"judgments": len(jobs), "judged": len(todo), "reused": len(jobs) - len(todo),
-              "parse_failures": sum(r["verdict"] is None for r in out)}
+              "parse_failures": sum(r["verdict"] is None for r in out),
+              "identical": sum(is_identical(p) for p in pairs)}
     return out, counts
 
 
 def pair_scores(pairs: list[dict], judgments: list[dict], constitution: Constitution, seed: int,
                 orders: tuple = ("ab", "ba")) -> dict:
     """pair_id -> score in [0, 1] (P(response_a is better)): mean over `orders`, then the weighted mean over
-    the pair's principles. None when no judgment of the pair parsed. orders=("ab",) gives single-order scores."""
+    the pair's principles. None when no judgment of the pair parsed. orders=("ab",) gives single-order scores.
+    A pair of identical responses scores 0.5 (a tie by construction; it is never judged)."""
     by = {}
     for r in judgments:
         if r["p_a"] is not None and r["order"] in orders:
             by.setdefault((r["pair_id"], r["principle_id"]), []).append(r["p_a"])
     scores = {}
     for pair in pairs:
+        if is_identical(pair):
+            scores[pair["pair_id"]] = 0.5
+            continue
         num = den = 0.0
         for principle, weight in constitution.sample(pair["pair_id"], seed):
             ps = by.get((pair["pair_id"], principle.id))

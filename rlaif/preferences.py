@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from collections import Counter
 
+from rlaif.judge import is_identical
+
 
 def build(pairs: list[dict], scores: dict, judgments: list[dict], min_margin: float) -> tuple[list[dict], dict]:
     """Keep a pair when |score - 0.5| > min_margin. margin = |score - 0.5| (0 to 0.5).
-    votes: per principle, how many single-order verdicts favoured a and b."""
+    votes: per principle, how many single-order verdicts favoured a and b.
+    A pair whose two responses are the same text is never a preference: counted as `identical` and dropped."""
     votes = {}
     for r in judgments:
         if r["verdict"] in ("a", "b"):
             votes.setdefault(r["pair_id"], {}).setdefault(r["principle_id"], Counter())[r["verdict"]] += 1
     rows, counts = [], Counter()
     for pair in pairs:
+        if is_identical(pair):
+            counts["identical"] += 1
+            continue
         score = scores.get(pair["pair_id"])
         if score is None:
             counts["unjudged"] += 1
@@ -37,4 +43,4 @@ def build(pairs: list[dict], scores: dict, judgments: list[dict], min_margin: fl
             "votes": [{"principle_id": pid, "a": c["a"], "b": c["b"]} for pid, c in votes.get(pair["pair_id"], {}).items()],
         })
         counts["kept"] += 1
-    return rows, {k: counts.get(k, 0) for k in ("kept", "dropped", "tied", "unjudged")}
+    return rows, {k: counts.get(k, 0) for k in ("kept", "dropped", "tied", "unjudged", "identical")}

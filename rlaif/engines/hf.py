@@ -1,11 +1,31 @@
-"""transformers engine: batched sampling with left padding, one forward pass per judge prompt."""
+"""transformers engine: batched sampling with left padding and a seeded generator per row, one forward pass
+per judge prompt."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from rlaif.engines.base import Engine, auto_dtype
+from rlaif.engines.base import Engine, auto_dtype, row_seeds
 from rlaif.engines.nucleus import HFNucleus
+
+
+class RowSampler:
+    """A transformers logits processor that draws each row's next token from that row's own generator, then
+    leaves only that token (greedy decoding picks it). One seeded generator per conversation makes a sample a
+    function of its own seed and logits, never of the batch: torch.manual_seed once per batch would hand the
+    same random stream to whichever rows happen to share it."""
+
+    def __init__(self, seeds: list[int], device):
+        import torch
+
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.float(), dim=-1)
+        picks = torch.stack([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])
+        return torch.full_like(scores, float("-inf")).scatter_(1, picks, 0.0)
 
 
 def pick_dtype(name: str, cuda: bool):
@@ -52,21 +72,21 @@ class HFEngine(Engine):
             texts.append(self.tok.decode(toks, skip_special_tokens=True).strip())
         return texts
 
-    def generate(self, conversations: Sequence[list[dict]], *, seed: int, max_new_tokens: int,
+    def generate(self, conversations: Sequence[list[dict]], *, seed, max_new_tokens: int,
                  temperature: float, top_p: float) -> list[str]:
         import torch
 
         rows = [self.chat_ids(c, max_new_tokens) for c in conversations]
+        seeds = row_seeds(seed, len(rows))
         input_ids, mask = self._batch(rows)
-        if temperature > 0:  # temperature and top-p in nucleus.py (no vocabulary sort), and no hidden top-k:
-            # transformers adds top_k=50 unless told otherwise; vLLM and endpoints do not.
+        sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if temperature > 0:  # temperature and top-p in nucleus.py (no vocabulary sort), and no hidden top-k
+            # (transformers adds top_k=50 unless told otherwise; vLLM and endpoints do not); then one draw per
+            # row from its own generator, which greedy decoding takes.
             from transformers import LogitsProcessorList
 
-            sampling = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                            logits_processor=LogitsProcessorList([HFNucleus(temperature, top_p)]))
-        else:
-            sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-        torch.manual_seed(seed)
+            sampling["logits_processor"] = LogitsProcessorList([HFNucleus(temperature, top_p),
+                                                                RowSampler(seeds, self.device)])
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                       pad_token_id=self.tok.pad_token_id, **sampling)

@@ -27,7 +27,7 @@ import hashlib
 import os
 from typing import Sequence
 
-from rlaif.engines.base import Engine, auto_dtype
+from rlaif.engines.base import Engine, auto_dtype, row_seeds
 from rlaif.errors import RlaifError
 
 # Top-p on CPU: the logits processor vLLM loads by name, and the SamplingParams.extra_args key it reads.
@@ -75,12 +75,6 @@ def context_length(path: str, trust_remote_code: bool = False) -> int:
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     return int(getattr(config, "max_position_embeddings", 0) or 8192)
-
-
-def request_seed(seed: int, index: int) -> int:
-    """Per-conversation sampling seed: a stable hash of (seed, index), 63 bits."""
-    digest = hashlib.sha256(f"rlaif:{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 class VLLMEngine(Engine):
@@ -143,17 +137,18 @@ class VLLMEngine(Engine):
             texts.append(self.tok.decode(toks, skip_special_tokens=True).strip())
         return texts
 
-    def generate(self, conversations: Sequence[list[dict]], *, seed: int, max_new_tokens: int,
+    def generate(self, conversations: Sequence[list[dict]], *, seed, max_new_tokens: int,
                  temperature: float, top_p: float) -> list[str]:
         from vllm import SamplingParams
 
         rows = [self.chat_ids(c, max_new_tokens) for c in conversations]
+        seeds = row_seeds(seed, len(rows))
         top_p = top_p if temperature > 0 else 1.0
         ours = self.own_top_p and top_p < 1.0  # nucleus.py's top-p instead of vLLM's sort (same rule)
         params = [SamplingParams(n=1, temperature=temperature, top_p=1.0 if ours else top_p,
                                  extra_args={EXTRA_ARG: top_p} if ours else None,
-                                 max_tokens=max_new_tokens, seed=request_seed(seed, i), detokenize=False)
-                  for i in range(len(rows))]
+                                 max_tokens=max_new_tokens, seed=s, detokenize=False)
+                  for s in seeds]
         return self._texts(self._run(rows, params))
 
     def complete(self, conversations: Sequence[list[dict]], *, max_new_tokens: int) -> list[str]:
