@@ -59,7 +59,9 @@ def make_config(args: argparse.Namespace) -> config_mod.RunConfig:
     cfg = flags.apply(config_mod.load(args.config), args)
     cfg.stages = [s for s in config_mod.STAGES if s in cfg.stages]
     from rlaif.engines.factory import check_memory_settings
+    from rlaif.train_options import validate
 
+    validate(cfg.train)
     check_memory_settings(cfg)
     return cfg
 

@@ -84,6 +84,23 @@ class TrainConfig:
                         choices=("none", "tensorboard", "wandb"))
     threads: int = _f(0, "torch threads; 0 = one per physical core up to 2 (one is often faster on a busy 2-core machine).",
                       minimum=0)
+    save_steps: int = _f(0, "Save a trl checkpoint every N optimizer steps into the run folder's checkpoints/ (the last 2 "
+                         "are kept), so that rerunning the same command after a crash resumes. 0 = auto: max_steps // 2, "
+                         "at most 500 (HF's default is 500), so the default 8-step stage saves at steps 4 and 8; -1 = none.",
+                         minimum=-1)
+    lora_r: int = _f(0, "LoRA rank (peft LoraConfig) for the reward model and the DPO/RLOO/PPO policy; 0 = full training.",
+                     minimum=0)
+    lora_alpha: int = _f(16, "LoRA alpha (scaling = alpha / r); used when lora_r > 0.", minimum=1)
+    lora_target_modules: str = _f("all-linear", "Modules LoRA adapts: comma-separated names such as q_proj,v_proj, or "
+                                  "all-linear (every linear layer but the output head); used when lora_r > 0.")
+    gradient_accumulation_steps: int = _f(1, "Batches accumulated per optimizer step (trl's gradient_accumulation_steps).",
+                                          minimum=1)
+    warmup_steps: float = _f(0.0, "Linear learning-rate warmup: a number of steps (>= 1) or a share of max_steps (0-1).",
+                             minimum=0)
+    loss_type: str = _f("sigmoid", "DPO loss (trl DPOConfig.loss_type): sigmoid (DPO's own), hinge, ipo, exo_pair, "
+                        "nca_pair, robust, bco_pair, sppo_hard, aot, apo_zero, apo_down, discopop, sft or sigmoid_norm.",
+                        choices=("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+                                 "aot", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"))
 
 
 @dataclass
