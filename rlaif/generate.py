@@ -13,13 +13,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rlaif import ROOT
+from rlaif import DATA_DIR
 from rlaif.engines.base import request_seed
 from rlaif.errors import RlaifError
 from rlaif.records import Pair, to_dict
 from rlaif.store import append_jsonl, read_jsonl
 
-DEFAULT_PROMPTS = ROOT / "data" / "prompts" / "safety.jsonl"
+DEFAULT_PROMPTS = DATA_DIR / "prompts" / "safety.jsonl"
 
 
 def load_prompts(path: str | None, limit: int = 0) -> list[str]:

@@ -155,7 +155,9 @@ def run_stage(cfg, constitution, run, pool, prompts: list[str], stage) -> None:
                         temperature=cfg.generate.temperature, top_p=cfg.generate.top_p)
     by_id = {r["pair_id"]: r for r in read_jsonl(path)}
     rows = [by_id[pair_id(i, p)] for i, p in enumerate(prompts)]
+    del engine
     _, evaluation = judge_revisions(cfg, constitution, run, pool, rows)
+    pool.done("revise")  # nothing stays loaded for the sft stage's training
     run.update_summary("revision_win_rate", evaluation["revision_win_rate"])
     print(f"rlaif: revise: {counts['revised']} of {counts['prompts']} answers revised; revision_win_rate "
           f"{evaluation['revision_win_rate']}", file=sys.stderr)

@@ -14,12 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from rlaif import ROOT
+from rlaif import DATA_DIR
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.store import atomic_write_json, atomic_write_text, default_run_dir
 
-DEFAULT_PAIRS = ROOT / "data" / "injection" / "pairs.jsonl"
+DEFAULT_PAIRS = DATA_DIR / "injection" / "pairs.jsonl"
 FIELDS = ("id", "prompt", "response_a", "response_b", "better", "injection", "control", "kind")
 VARIANTS = ("clean", "injected", "control")
 

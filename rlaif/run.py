@@ -10,13 +10,13 @@ from pathlib import Path
 
 import yaml
 
-from rlaif import ROOT, config as config_mod
+from rlaif import DATA_DIR, config as config_mod
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.generate import load_prompts
 from rlaif.store import Run, atomic_write_text, default_run_dir, jsonl_text, read_jsonl, save_dataset_atomic
 
-EXAMPLES = ROOT / "data" / "dry_run_examples.jsonl"
+EXAMPLES = DATA_DIR / "dry_run_examples.jsonl"
 
 
 def print_dry_run(cfg, constitution) -> int:
@@ -73,7 +73,7 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
     created = not root.exists()
     from rlaif.engines.factory import EnginePool
 
-    pool = EnginePool(cfg)
+    pool = EnginePool(cfg, plan=engine_plan(cfg, run))
     try:
         return _run(cfg, constitution, run, pool, train_prompts, eval_prompts, uses_prompts)
     except RlaifError:
@@ -84,10 +84,29 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
         pool.close()
 
 
+def engine_plan(cfg, run: Run) -> list:
+    """The models each step needs, in run order. The pool releases an engine as soon as the next step does not
+    need it: training starts with none alive, and evaluation holds one model at a time."""
+    from rlaif.sft import SFT_STEPS, policy_after_sft
+
+    before, judge = (cfg.generate.model, cfg.generate.base_url), (cfg.judge.model, cfg.judge.base_url)
+    policy = (policy_after_sft(cfg, run), cfg.generate.base_url)  # sft_model/ once it exists, unless --policy-model
+    needs = {"generate": [policy], "judge": [judge], "eval-policy": [(str(run.policy), None)],
+             "eval-base": [policy], "eval-judge": [judge], "revise": [before, judge], "sft": [],
+             "eval-sft": [(policy[0], None)], "eval-sft-base": [before], "eval-sft-judge": [judge]}
+    steps = [x for stage in cfg.stages for x in ([stage] + (SFT_STEPS if stage == "sft" else []))]
+    steps += ["eval-policy", "eval-base", "eval-judge"] if "policy" in cfg.stages else []
+    return [(step, needs.get(step, [])) for step in steps]
+
+
 def _stage(run: Run, name: str, started: float, info: dict, cfg, constitution) -> None:
     """Record a finished stage: the resolved config and frozen constitution it ran with, its counts, its marker.
     Every version of the constitution the folder has seen stays in constitutions/<sha256[:12]>.yaml."""
     info = {**info, "seconds": round(time.time() - started, 2)}
+    torch = sys.modules.get("torch")  # peak GPU memory this process allocated during the stage (not vLLM's workers)
+    if torch is not None and torch.cuda.is_available():
+        info["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+        torch.cuda.reset_peak_memory_stats()
     atomic_write_text(run.config, yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
     atomic_write_text(run.constitution, constitution.text)
     version = run.root / "constitutions" / f"{hashlib.sha256(constitution.text.encode()).hexdigest()[:12]}.yaml"
@@ -151,6 +170,8 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         _stage(run, "generate", t, {**counts, "model": cfg.generate.model, "completion_tokens": tokens,
                                     "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] else None,
                                     "truncated_prompts": engine.stats.get("truncated", 0)}, cfg, constitution)
+        pool.done("generate")  # released unless the judge is the same model
+        del engine
     if pairs is None:
         pairs = read_jsonl(run.pairs)
     judgments = scores = None
@@ -171,6 +192,8 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         _stage(run, "judge", t, {**counts, "mode": mode, "pairs": len(pairs),
                                  "seconds_per_pair": round(seconds / len(pairs), 3) if counts["judged"] and pairs else None,
                                  "engine": getattr(engine, "stats", {})}, cfg, constitution)
+        pool.done("judge")
+        del engine
     if "preferences" in cfg.stages and cfg.preferences.pairs_from == "revisions":
         from rlaif.revise import preferences_stage
 

@@ -18,6 +18,7 @@ from rlaif.errors import RlaifError
 from rlaif.store import atomic_write_text, jsonl_text, read_jsonl
 
 ROLES = ("system", "user", "assistant")
+SFT_STEPS = ["eval-sft", "eval-sft-base", "eval-sft-judge"]  # the engine pool's steps after SFT training
 _CHATML = ("{%- for message in messages %}"
            "{%- if loop.first and messages[0]['role'] != 'system' %}{{ DEFAULT }}{%- endif %}"
            "{%- if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' }}"
@@ -184,14 +185,19 @@ def evaluate_sft(cfg, constitution, run, pool, prompts: list[str], before: str) 
     seeds = [request_seed(cfg.seed, "sft-eval", pair_id(i, p)) for i, p in enumerate(prompts)]  # same for both models
     kw = dict(seed=seeds, max_new_tokens=cfg.generate.max_new_tokens,
               temperature=cfg.generate.temperature, top_p=cfg.generate.top_p)
-    before_out = pool.get(before, cfg.generate.base_url).generate(convs, **kw)
+    # One model at a time (the engine pool's plan): the SFT model, the model before SFT, then the judge.
     sft_out = pool.get(str(sft_path(run))).generate(convs, **kw)
+    pool.done("eval-sft")
+    before_out = pool.get(before, cfg.generate.base_url).generate(convs, **kw)
+    pool.done("eval-sft-base")
     pairs = [{"pair_id": f"sft-{pair_id(i, p)}", "prompt": p, "response_a": a, "response_b": b}
              for i, (p, a, b) in enumerate(zip(prompts, sft_out, before_out))]
     judge = pool.get(cfg.judge.model, cfg.judge.base_url)
     mode = judge_mode(constitution, judge)
     judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
                              batch_size=cfg.judge.batch_size)
+    pool.done("eval-sft-judge")
+    del judge
     scores = pair_scores(pairs, judgments, constitution, cfg.seed)
     (run.root / "eval").mkdir(exist_ok=True)
     atomic_write_text(run.root / "eval" / "sft_pairs.jsonl", jsonl_text([{**p, "score": scores[p["pair_id"]]} for p in pairs]))
@@ -229,14 +235,21 @@ def run_stage(cfg, constitution, run, pool, eval_prompts: list[str], stage) -> N
     stage(run, "sft", t, info)
 
 
+def policy_after_sft(cfg, run) -> str:
+    """The policy of the stages after sft: sft_model/ when this run trains it or has it, and --policy-model was left
+    at its default; else --policy-model."""
+    from rlaif.config import RunConfig
+
+    has = "sft" in cfg.stages or (sft_path(run) / "config.json").is_file()
+    return str(sft_path(run)) if has and cfg.generate.model == RunConfig().generate.model else cfg.generate.model
+
+
 def use_sft_model(cfg, run) -> None:
     """Later stages (generate, reward base, policy base and DPO/PPO reference) use sft_model/ when it exists and
     --policy-model was left at its default. summary.json's `models` says which model each stage used."""
-    from rlaif.config import RunConfig
-
     before = cfg.generate.model
-    if (sft_path(run) / "config.json").is_file() and before == RunConfig().generate.model:
-        cfg.generate.model = str(sft_path(run))
+    if (sft_path(run) / "config.json").is_file():
+        cfg.generate.model = policy_after_sft(cfg, run)
     later = [s for s in ("generate", "reward", "policy") if s in cfg.stages]
     if run.root.exists() and ("sft" in cfg.stages or later):
         models = {"judge": cfg.judge.model, **{s: before for s in ("revise", "sft") if s in cfg.stages},

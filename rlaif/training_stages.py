@@ -68,15 +68,19 @@ def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
     seeds = [request_seed(cfg.seed, "eval", pair_id(i, p)) for i, p in enumerate(prompts)]  # same for both models
     kw = dict(seed=seeds, max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
               top_p=cfg.generate.top_p)
+    # One model at a time: the trained policy, then the base (kept if the judge is the same model), then the judge.
+    policy_out = pool.get(str(run.policy)).generate(convs, **kw)
+    pool.done("eval-policy")
     base_out = pool.get(cfg.generate.model, cfg.generate.base_url).generate(convs, **kw)
-    policy_engine = pool.get(str(run.policy))
-    policy_out = policy_engine.generate(convs, **kw)
+    pool.done("eval-base")
     pairs = [{"pair_id": f"eval-{pair_id(i, p)}", "prompt": p, "response_a": a, "response_b": b}
              for i, (p, a, b) in enumerate(zip(prompts, policy_out, base_out))]
     judge = pool.get(cfg.judge.model, cfg.judge.base_url)
     mode = judge_mode(constitution, judge)
     judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
                              batch_size=cfg.judge.batch_size)
+    pool.done("eval-judge")
+    del judge
     scores = pair_scores(pairs, judgments, constitution, cfg.seed)
     decided = [s for s in scores.values() if s is not None]
     wins = sum(1.0 if s > 0.5 else 0.5 if s == 0.5 else 0.0 for s in decided)

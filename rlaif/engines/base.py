@@ -92,6 +92,23 @@ def auto_dtype(cuda: bool) -> str:
     return "bfloat16" if native else "float32"
 
 
+def release_memory(cuda: bool) -> None:
+    """After an engine drops its model: collect, empty the CUDA cache, return freed heap pages to the OS."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if cuda and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def label_probability(logprobs: dict, first: str, second: str) -> float | None:
     """P(first) renormalised over the two labels; None when either label is missing."""
     if first not in logprobs or second not in logprobs:

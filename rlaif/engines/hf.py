@@ -3,9 +3,10 @@ per judge prompt."""
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
-from rlaif.engines.base import Engine, auto_dtype, row_seeds
+from rlaif.engines.base import Engine, auto_dtype, release_memory, row_seeds
 from rlaif.engines.nucleus import HFNucleus
 
 
@@ -38,7 +39,7 @@ def pick_dtype(name: str, cuda: bool):
 
 class HFEngine(Engine):
     def __init__(self, path: str, identity: str, *, dtype: str = "auto", trust_remote_code: bool = False,
-                 device: str | None = None):
+                 device: str | None = None, max_model_len: int | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -49,10 +50,22 @@ class HFEngine(Engine):
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=self.dtype, trust_remote_code=trust_remote_code, use_safetensors=True).to(self.device)
+        # On CPU, transformers' threaded weight loading leaves its threads' malloc arenas behind: about 80 MiB of
+        # RSS that close() cannot return. Loading in this thread returns it, and was no slower (embedded model,
+        # 2 cores: 1.48 s vs 1.61 s).
+        sequential = self.device == "cpu" and "HF_DEACTIVATE_ASYNC_LOAD" not in os.environ
+        if sequential:
+            os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=self.dtype, trust_remote_code=trust_remote_code, use_safetensors=True).to(self.device)
+        finally:
+            if sequential:
+                os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
         self.model.eval()
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        if max_model_len:  # the pool caps it (factory.CONTEXT_CAP or --max-model-len); prompts past it are cut
+            self.max_context = min(self.max_context, int(max_model_len))
         self.stats = {"truncated": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def _batch(self, rows: list[list[int]]):
@@ -117,4 +130,9 @@ class HFEngine(Engine):
         return results
 
     def close(self) -> None:
+        """Give the model's memory back: drop the weights, collect, empty the CUDA cache, and on CPU hand freed
+        heap pages back to the OS (glibc keeps them otherwise, and RSS would not fall)."""
+        if getattr(self, "model", None) is None:
+            return
         self.model = None
+        release_memory(self.device == "cuda")
