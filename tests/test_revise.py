@@ -217,3 +217,38 @@ def test_sft_parquet_and_save_to_disk_rows(tmp_path):
     with pytest.raises(RlaifError) as e:
         load_sft_data(str(tmp_path / "bad.parquet"))
     assert "bad.parquet (row 2)" in e.value.line() and "assistant" in e.value.line()
+
+
+def test_no_engine_alive_when_sft_training_starts(tmp_path, prompts_file, monkeypatch):
+    """The engine pool's plan knows revise and sft: the policy and judge engines of revise are closed before SFT."""
+    import gc
+
+    from rlaif.engines import factory
+    from rlaif.engines.base import Engine
+
+    log = []
+
+    class Logged(FakeEngine):
+        def close(self):
+            log.append(("close", self.identity))
+
+    def build(self, model, base_url):
+        log.append(("build", model))
+        return Logged(identity=model)
+
+    class Stop(Exception):
+        pass
+
+    def train_sft(*args, **kwargs):
+        gc.collect()
+        log.append(("train", [o.identity for o in gc.get_objects() if issubclass(type(o), Engine)]))
+        raise Stop
+
+    monkeypatch.setattr(factory.EnginePool, "_build", build)
+    monkeypatch.setattr("rlaif.models.resolve", lambda name: (name, f"fake:{name}"))
+    monkeypatch.setattr("rlaif.sft.train_sft", train_sft)
+    with pytest.raises(Stop):
+        run_cli("--constitution", "safety.yaml", "--prompts", prompts_file, "--output-dir", tmp_path / "run",
+                "--judge-model", "judge-model", "--recipe", "cai")
+    assert log == [("build", "SmolLM2-135M-Instruct"), ("build", "judge-model"), ("close", "SmolLM2-135M-Instruct"),
+                   ("close", "judge-model"), ("train", [])]
