@@ -159,7 +159,7 @@ def train_sft(base_model: str, conversations: list[list[dict]], out_dir: Path, c
                                     seed, out_dir)
     args = SFTConfig(max_length=cfg.max_length, assistant_only_loss=True, packing=False, **common)
     trainer = build_trainer(base_model, conversations, args)
-    run = _run(trainer)
+    run = _run(trainer, None, "sft")  # full finetuning; no checkpoint resume or LoRA for SFT yet
     _finish(state, staging, out_dir, base_model, trainer=trainer)
     return {"n_train": len(conversations), "steps": run["steps"], "seconds_per_step": run["seconds_per_step"],
             "train_loss": _mean_logged(run["history"], "loss"), "precision": run["precision"]}
