@@ -21,6 +21,8 @@ ASSISTANT = "\n\nAssistant:"
 LABELS = ("a", "b", "tie")
 PANDALM = {"instruction", "input", "response1", "response2"}  # PandaLM's testset-v1.json
 PANDALM_LABELS = {0: "tie", 1: "a", 2: "b"}  # annotatorN: 1 = response1 better, 2 = response2, 0 = tie
+AUTOJ = {"prompt", "response 1", "response 2", "label"}  # Auto-J's data/test/testdata_pairwise.jsonl
+AUTOJ_LABELS = {0: "a", 1: "b", 2: "tie"}  # label: 0 = response 1 better, 1 = response 2, 2 = tie
 FORMATS = ".jsonl, .jsonl.gz, .json, .csv, .parquet or a Dataset.save_to_disk folder"
 
 
@@ -63,9 +65,10 @@ def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed:
     columns, rows = _open_rows(path)
     hh = "chosen" in columns and "rejected" in columns
     pandalm = not hh and PANDALM <= columns
+    autoj = not hh and not pandalm and AUTOJ <= columns
     if pandalm:
         label_columns = label_columns or sorted(c for c in columns if c.startswith("annotator"))
-    elif not hh:
+    elif not hh and not autoj:
         need = ["prompt", "response_a", "response_b"] + (list(label_columns) if label_columns else ["label"])
         missing = [c for c in need if c not in columns]
         if missing:
@@ -82,7 +85,7 @@ def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed:
             if isinstance(row, _BadRow):
                 raise row
             pairs.append(_hh_pair(row, index, seed) if hh else _pandalm_pair(row, index, label_columns) if pandalm
-                         else _generic_pair(row, index, label_columns))
+                         else _autoj_pair(row, index) if autoj else _generic_pair(row, index, label_columns))
         except _BadRow as bad:
             if not skip_bad_rows:
                 raise RlaifError(f"field '{bad.field}': {bad.what}", f"{path}:row {index + 1}",
@@ -272,6 +275,15 @@ def _pandalm_pair(row: dict, index: int, label_columns: list[str]) -> HumanPair:
     idx = row.get("idx", index)
     return HumanPair(f"pandalm-{idx}", instruction, _pandalm_cell(row, "response1"), _pandalm_cell(row, "response2"),
                      labels)
+
+
+def _autoj_pair(row: dict, index: int) -> HumanPair:
+    """Auto-J's pairwise test set: prompt, "response 1", "response 2", label 0 (1 better), 1 (2 better), 2 (tie)."""
+    label = row.get("label")
+    if isinstance(label, bool) or label not in AUTOJ_LABELS:
+        raise _BadRow("label", f"unknown label {label!r} (Auto-J uses 0, 1, or 2 for a tie)")
+    return HumanPair(f"autoj-{index:05d}", _text(row, "prompt"), _response(row, "response 1"),
+                     _response(row, "response 2"), [AUTOJ_LABELS[label]])
 
 
 def _hh_pair(row: dict, index: int, seed: int) -> HumanPair:

@@ -207,3 +207,16 @@ def test_file_level_errors(tmp_path):
         read_human_pairs(str(tmp_path / "plain_dir"))
     shutil.copy(FIXTURE, tmp_path / "copy.jsonl")
     assert len(read_human_pairs(str(tmp_path / "copy.jsonl"), limit=0)[0]) == 0
+
+
+def test_autoj_format(tmp_path):
+    """Auto-J's pairwise test set: label 0 means response 1 is better, 1 response 2, 2 a tie; an empty
+    response is a real one."""
+    rows = [{"scenario": "x", "label": 0, "prompt": "p1", "response 1": "good", "response 2": ""},
+            {"scenario": "x", "label": 1, "prompt": "p2", "response 1": "r1", "response 2": "r2"},
+            {"scenario": "x", "label": 2, "prompt": "p3", "response 1": "r1", "response 2": "r2"}]
+    pairs, _ = read_human_pairs(write_jsonl(tmp_path / "testdata_pairwise.jsonl", rows))
+    assert [(p.prompt, p.response_a, p.response_b, p.labels) for p in pairs] == [
+        ("p1", "good", "", ["a"]), ("p2", "r1", "r2", ["b"]), ("p3", "r1", "r2", ["tie"])]
+    with pytest.raises(RlaifError, match=r"row 2.*label.*unknown label 3"):
+        read_human_pairs(write_jsonl(tmp_path / "bad.jsonl", [rows[0], dict(rows[1], label=3)]))
