@@ -9,15 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
 from rlaif.constitution import Constitution, Principle
 from rlaif.engines.base import label_probability
 from rlaif.records import Judgment, to_dict
-from rlaif.store import append_jsonl, read_jsonl
+from rlaif.store import JudgmentCache
 from rlaif.templates import render
 
 LABELS = ("A", "B")
@@ -62,9 +65,14 @@ def verdict_of(p_a: float | None) -> str | None:
 
 def make_jobs(pairs: list[dict], constitution: Constitution, seed: int, identity: str, mode: str,
               settings: dict, mitigate: bool = True) -> list[Job]:
+    return list(iter_jobs(pairs, constitution, seed, identity, mode, settings, mitigate))
+
+
+def iter_jobs(pairs: Iterable[dict], constitution: Constitution, seed: int, identity: str, mode: str,
+              settings: dict, mitigate: bool = True) -> Iterator[Job]:
+    """The jobs of each pair in turn (principles, then orders), rendered as they are asked for."""
     # A judge that cannot give log-probs falls back to chain of thought, which needs the CoT template.
     template = constitution.template if mode == constitution.label_mode else DEFAULT_TEMPLATES[mode]
-    jobs = []
     for pair in pairs:
         for principle, _ in constitution.sample(pair["pair_id"], seed):
             for order in ("ab", "ba"):
@@ -75,8 +83,7 @@ def make_jobs(pairs: list[dict], constitution: Constitution, seed: int, identity
                                  principle=principle) if mode == "cot" else ""
                 identity_of = [text, identity, mode, settings] + ([verdict] if verdict else [])
                 key = hashlib.sha256(json.dumps(identity_of, sort_keys=True).encode()).hexdigest()
-                jobs.append(Job(pair["pair_id"], principle, order, text, key, verdict))
-    return jobs
+                yield Job(pair["pair_id"], principle, order, text, key, verdict)
 
 
 def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]:
@@ -110,24 +117,87 @@ def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: in
               progress: bool = True) -> tuple[list[dict], dict]:
     """Judge every pair; reuse cached judgments by key. Returns (judgments in job order, counts).
     batch_size None: the engine's own."""
-    batch_size = batch_size or engine.batch_size
-    jobs = make_jobs(pairs, constitution, seed, engine.identity, mode, settings, mitigate)
-    cache = {r["key"]: r for r in read_jsonl(cache_path, repair=True)} if cache_path else {}
-    todo = [j for j in dict((j.key, j) for j in jobs if j.key not in cache).values()]
-    bar = tqdm(total=len(todo), desc="judge", unit="judgment", disable=not progress or not todo)
-    for start in range(0, len(todo), batch_size):
-        records = score_jobs(engine, todo[start:start + batch_size], mode, settings)
-        if cache_path:
-            append_jsonl(cache_path, records)
-        cache.update((r["key"], r) for r in records)
-        bar.update(len(records))
-    bar.close()
-    out = []
-    for j in jobs:  # cached records may come from another pair with the same text: re-label them
-        out.append({**cache[j.key], "pair_id": j.pair_id, "principle_id": j.principle.id, "order": j.order})
-    counts = {"judgments": len(jobs), "judged": len(todo), "reused": len(jobs) - len(todo),
-              "parse_failures": sum(r["verdict"] is None for r in out)}
+    counts = {}
+    out = list(iter_judge(engine, pairs, constitution, seed=seed, mode=mode, settings=settings, cache_path=cache_path,
+                          batch_size=batch_size, mitigate=mitigate, progress=progress, counts=counts))
     return out, counts
+
+
+WINDOW = 4096  # jobs held at most while waiting for a batch to fill (bounds memory over a mostly cached run)
+
+
+def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, seed: int, mode: str, settings: dict,
+               cache_path: Path | None = None, batch_size: int | None = None, mitigate: bool = True,
+               progress: bool = True, counts: dict | None = None) -> Iterator[dict]:
+    """run_judge as a stream: judgments in job order, in constant memory. Jobs are rendered as they come,
+    looked up in the cache (an index on disk), and the missing ones are scored batch_size at a time and
+    appended to the cache before anything after them is yielded. `counts` is filled in at the end."""
+    batch_size = batch_size or engine.batch_size
+    cache = JudgmentCache(cache_path) if cache_path else _MemoryCache()
+    counts = {} if counts is None else counts
+    total = judged = failures = 0
+    window, todo = deque(), {}  # window: [job, record or None] in job order; todo: key -> job to score
+    per_pair = 2 * (len(constitution.principles) if constitution.principles_per_comparison == "all"
+                    else min(constitution.principles_per_comparison, len(constitution.principles)))
+    bar = tqdm(total=len(pairs) * per_pair if hasattr(pairs, "__len__") else None, desc="judge", unit="judgment",
+               disable=not progress)
+
+    found = {}
+
+    def flush():
+        nonlocal judged
+        records = score_jobs(engine, list(todo.values()), mode, settings)
+        cache.add(records)
+        fresh = {r["key"]: r for r in records}
+        for entry in window:
+            if entry[1] is None:
+                entry[1] = fresh[entry[0].key]
+        found.update(fresh)  # later jobs of this chunk with the same text were looked up before it was scored
+        judged += len(records)
+        todo.clear()
+
+    def ready():
+        nonlocal failures
+        while window and window[0][1] is not None:
+            j, record = window.popleft()  # cached records may come from another pair with the same text: re-label
+            failures += record["verdict"] is None
+            bar.update()
+            yield {**record, "pair_id": j.pair_id, "principle_id": j.principle.id, "order": j.order}
+
+    try:
+        jobs = iter_jobs(pairs, constitution, seed, engine.identity, mode, settings, mitigate)
+        while chunk := list(islice(jobs, 512)):
+            found = cache.get_many(j.key for j in chunk)
+            for j in chunk:
+                total += 1
+                record = found.get(j.key)
+                if record is None:
+                    todo[j.key] = j  # a key seen twice keeps its first place and scores its last job, as before
+                window.append([j, record])
+                if len(todo) >= batch_size or todo and len(window) >= WINDOW:
+                    flush()
+                yield from ready()
+        if todo:
+            flush()
+        yield from ready()
+    finally:
+        bar.close()
+        cache.close()
+    counts.update({"judgments": total, "judged": judged, "reused": total - judged, "parse_failures": failures})
+class _MemoryCache:
+    """JudgmentCache's interface over a dict, for runs without a cache file."""
+
+    def __init__(self):
+        self.records = {}
+
+    def get_many(self, keys: Iterable[str]) -> dict:
+        return {k: self.records[k] for k in keys if k in self.records}
+
+    def add(self, records: list[dict]) -> None:
+        self.records.update((r["key"], r) for r in records)
+
+    def close(self) -> None:
+        pass
 
 
 def pair_scores(pairs: list[dict], judgments: list[dict], constitution: Constitution, seed: int,

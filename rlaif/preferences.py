@@ -1,8 +1,21 @@
-"""Preferences stage: pair scores -> trl's conversational preference format (prompt/chosen/rejected)."""
+"""Preferences stage: pair scores -> trl's conversational preference format (prompt/chosen/rejected).
+
+`build` works on lists; `iter_rows` and `write` stream a run of any size through in constant memory
+(judgments arrive grouped by pair, in pair order, as the judge stage writes them).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+KEPT_COUNTS = ("kept", "dropped", "tied", "unjudged")
 
 
 def build(pairs: list[dict], scores: dict, judgments: list[dict], min_margin: float) -> tuple[list[dict], dict]:
@@ -10,31 +23,139 @@ def build(pairs: list[dict], scores: dict, judgments: list[dict], min_margin: fl
     votes: per principle, how many single-order verdicts favoured a and b."""
     votes = {}
     for r in judgments:
-        if r["verdict"] in ("a", "b"):
-            votes.setdefault(r["pair_id"], {}).setdefault(r["principle_id"], Counter())[r["verdict"]] += 1
+        _vote(votes.setdefault(r["pair_id"], {}), r)
     rows, counts = [], Counter()
     for pair in pairs:
-        score = scores.get(pair["pair_id"])
-        if score is None:
-            counts["unjudged"] += 1
-            continue
-        if score == 0.5:
-            counts["tied"] += 1
-            continue
-        margin = abs(score - 0.5)
-        if margin <= min_margin:
-            counts["dropped"] += 1
-            continue
-        a_wins = score > 0.5
-        chosen, rejected = (pair["response_a"], pair["response_b"]) if a_wins else (pair["response_b"], pair["response_a"])
-        rows.append({
-            "prompt": [{"role": "user", "content": pair["prompt"]}],
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-            "margin": margin,
-            "score": score,
-            "pair_id": pair["pair_id"],
-            "votes": [{"principle_id": pid, "a": c["a"], "b": c["b"]} for pid, c in votes.get(pair["pair_id"], {}).items()],
-        })
-        counts["kept"] += 1
-    return rows, {k: counts.get(k, 0) for k in ("kept", "dropped", "tied", "unjudged")}
+        row = _row(pair, scores.get(pair["pair_id"]), votes.get(pair["pair_id"], {}), min_margin, counts)
+        if row is not None:
+            rows.append(row)
+    return rows, {k: counts.get(k, 0) for k in KEPT_COUNTS}
+
+
+def _vote(votes: dict, r: dict) -> None:
+    if r["verdict"] in ("a", "b"):
+        votes.setdefault(r["principle_id"], Counter())[r["verdict"]] += 1
+
+
+def _row(pair: dict, score: float | None, votes: dict, min_margin: float, counts: Counter) -> dict | None:
+    if score is None:
+        counts["unjudged"] += 1
+        return None
+    if score == 0.5:
+        counts["tied"] += 1
+        return None
+    margin = abs(score - 0.5)
+    if margin <= min_margin:
+        counts["dropped"] += 1
+        return None
+    a_wins = score > 0.5
+    chosen, rejected = (pair["response_a"], pair["response_b"]) if a_wins else (pair["response_b"], pair["response_a"])
+    counts["kept"] += 1
+    return {
+        "prompt": [{"role": "user", "content": pair["prompt"]}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "margin": margin,
+        "score": score,
+        "pair_id": pair["pair_id"],
+        "votes": [{"principle_id": pid, "a": c["a"], "b": c["b"]} for pid, c in votes.items()],
+    }
+
+
+class Misaligned(Exception):
+    """Judgments not in the pairs' order (a judge run over pairs in another order)."""
+
+
+def _by_pair(pairs: Iterable[dict], judgments: Iterable[dict]) -> Iterator[tuple[dict, list[dict]]]:
+    """(pair, its judgments) in pair order, merging two streams in one pass."""
+    it = iter(judgments)
+    head = next(it, None)
+    for pair in pairs:
+        group = []
+        while head is not None and head["pair_id"] == pair["pair_id"]:
+            group.append(head)
+            head = next(it, None)
+        yield pair, group
+    if head is not None:
+        raise Misaligned(head["pair_id"])
+
+
+def _by_pair_in_memory(pairs: Iterable[dict], judgments: Iterable[dict]) -> Iterator[tuple[dict, list[dict]]]:
+    groups = {}
+    for r in judgments:
+        groups.setdefault(r["pair_id"], []).append(r)
+    for pair in pairs:
+        yield pair, groups.get(pair["pair_id"], [])
+
+
+def iter_rows(pairs: Iterable[dict], judgments: Callable[[], Iterable[dict]], constitution, seed: int,
+              min_margin: float, counts: Counter, in_memory: bool = False) -> Iterator[dict]:
+    """build() as a stream. `judgments` opens the judgments afresh (they are read twice only when out of order)."""
+    from rlaif.judge import pair_scores
+
+    group = _by_pair_in_memory if in_memory else _by_pair
+    for pair, rows in group(pairs, judgments()):
+        votes = {}
+        for r in rows:
+            _vote(votes, r)
+        score = pair_scores([pair], rows, constitution, seed)[pair["pair_id"]]
+        row = _row(pair, score, votes, min_margin, counts)
+        if row is not None:
+            yield row
+
+
+def features():
+    from datasets import Features, List, Value
+
+    turn = List({"role": Value("string"), "content": Value("string")})
+    return Features({"prompt": turn, "chosen": turn, "rejected": turn, "margin": Value("float64"),
+                     "score": Value("float64"), "pair_id": Value("string"),
+                     "votes": List({"principle_id": Value("string"), "a": Value("int64"), "b": Value("int64")})})
+
+
+def write(rows: Callable[[bool], Iterable[dict]], dataset_dir: Path, jsonl_path: Path) -> int:
+    """Write rows(in_memory) to `dataset_dir` (datasets.save_to_disk, same bytes as Dataset.from_list would give)
+    and `jsonl_path`, streaming through temporary files; nothing is replaced unless there is at least one row.
+    Returns the row count. The dataset's fingerprint is a hash of its rows (datasets' own hashes a table in memory)."""
+    from datasets import Dataset
+    from datasets.arrow_writer import ArrowWriter
+
+    from rlaif.store import save_dataset_atomic
+
+    dataset_dir, jsonl_path = Path(dataset_dir), Path(jsonl_path)
+    tmp = Path(tempfile.mkdtemp(dir=dataset_dir.parent, prefix=".preferences-stream."))
+    try:
+        for in_memory in (False, True):
+            digest, n = hashlib.sha256(), 0
+            writer = ArrowWriter(features=features(), path=str(tmp / "rows.arrow"), writer_batch_size=1000)
+            try:
+                with open(tmp / "rows.jsonl", "w", encoding="utf-8") as f:
+                    for row in rows(in_memory):
+                        writer.write(row)
+                        line = _json_line(row)
+                        f.write(line)
+                        digest.update(line.encode("utf-8"))
+                        n += 1
+                    f.flush()
+                    os.fsync(f.fileno())
+                writer.finalize()
+                break
+            except Misaligned:
+                continue
+            finally:
+                writer.close()
+        if n == 0:
+            return 0
+        dataset = Dataset.from_file(str(tmp / "rows.arrow"))
+        dataset._fingerprint = digest.hexdigest()[:16]
+        save_dataset_atomic(dataset, dataset_dir)
+        del dataset
+        os.chmod(tmp / "rows.jsonl", 0o644)
+        os.replace(tmp / "rows.jsonl", jsonl_path)
+        return n
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _json_line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"

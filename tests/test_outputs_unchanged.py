@@ -2,7 +2,7 @@
 
 A small run through the fake engine (generate, judge, preferences) must produce exactly these bytes. The
 hashes were taken from main at c3247fa, before the judgment cache got an index and the stages streamed.
-If a change is *meant* to alter a file, update its hash here and say why in the commit message.
+(preferences/state.json's `_fingerprint` changed then, see below.) If a change is *meant* to alter a file, update its hash here and say why in the commit message.
 """
 
 import hashlib
@@ -16,7 +16,9 @@ GOLDEN = {
     "cache/judgments.jsonl": "5f8599f0afdf10ba56eba0aec8c2755729ab2462d404ff90a29689067c98a1e3",
     "preferences/data-00000-of-00001.arrow": "1d96cf539075ced07e2ece60c12a9060e5731b6e15ae03e8c2c40fdf34082566",
     "preferences/dataset_info.json": "9fe61aa791e3a5a9a11e7e13e0b138c795651fd2aa4b9d21ae101595622938e1",
-    "preferences/state.json": "11ccacbecf24e071b8715ca2c39eb908c8b3d69e87a844fa43425c4f4ed40b14",
+    # One value changed on purpose: `_fingerprint`, datasets' cache id, which Dataset.from_list takes by pickling
+    # the whole table in memory (was 11ccacbe...). The stream writes a hash of the rows instead.
+    "preferences/state.json": "1b457ecaaa484a090fb0bea6df8016b4bb2c1bbc94808403c52fd548e6fcb9f2",
 }
 
 
@@ -48,3 +50,34 @@ def test_resumed_and_rebatched_runs_write_the_same_bytes(tmp_path, mini_constitu
     assert _run(one, mini_constitution, prompts_file) == 0  # resume over a full cache: nothing re-judged
     assert fake_engine.calls["label_logprobs"] == calls
     assert _digests(one) == before
+
+
+def test_streamed_dataset_matches_from_list_past_one_batch(tmp_path):
+    """Past one arrow batch (1,000 rows), with empty and non-empty votes: the streamed preferences/ holds the
+    same record batches, schema and dataset_info.json as Dataset.from_list(rows).save_to_disk, and loads back.
+    (Up to 1,000 rows the data file is byte-identical, as the golden run shows; past that, from_list writes
+    slices of one big array, whose buffers arrow pads to 64 bytes with the next rows' bytes.)"""
+    import json
+
+    import pyarrow as pa
+    from datasets import Dataset, load_from_disk
+
+    from rlaif import preferences
+
+    rows = [{"prompt": [{"role": "user", "content": f"q{i} \u00e9"}], "chosen": [{"role": "assistant", "content": "c" * (i % 7)}],
+             "rejected": [{"role": "assistant", "content": f"r{i}"}], "margin": i / 5000, "score": 0.5 + i / 5000,
+             "pair_id": f"{i:05d}", "votes": [{"principle_id": "p", "a": i % 3, "b": 1}] if i % 4 else []}
+            for i in range(2500)]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "expected"))
+    assert preferences.write(lambda in_memory: iter(rows), tmp_path / "preferences", tmp_path / "p.jsonl") == 2500
+    name = "data-00000-of-00001.arrow"
+    got, want = (pa.ipc.open_stream(str(tmp_path / d / name)) for d in ("preferences", "expected"))
+    assert got.schema.equals(want.schema, check_metadata=True)
+    got, want = list(got), list(want)
+    assert [b.num_rows for b in got] == [b.num_rows for b in want] == [1000, 1000, 500]
+    assert all(g.equals(w) for g, w in zip(got, want))
+    info = "dataset_info.json"
+    assert (tmp_path / "preferences" / info).read_bytes() == (tmp_path / "expected" / info).read_bytes()
+    assert load_from_disk(str(tmp_path / "preferences"))[2499] == rows[2499]
+    assert (tmp_path / "p.jsonl").read_text() == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    assert not list(tmp_path.glob(".*"))  # no temporary folder left behind
