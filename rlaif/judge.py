@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -21,7 +21,7 @@ from rlaif.constitution import Constitution, Principle
 from rlaif.engines.base import label_probability
 from rlaif.records import Judgment, to_dict
 from rlaif.store import JudgmentCache
-from rlaif.templates import render
+from rlaif.templates import fingerprint, renderer
 
 LABELS = ("A", "B")
 DEFAULT_TEMPLATES = {"logprob": "judge_logprob.j2", "cot": "judge_cot.j2"}
@@ -71,19 +71,46 @@ def make_jobs(pairs: list[dict], constitution: Constitution, seed: int, identity
 def iter_jobs(pairs: Iterable[dict], constitution: Constitution, seed: int, identity: str, mode: str,
               settings: dict, mitigate: bool = True) -> Iterator[Job]:
     """The jobs of each pair in turn (principles, then orders), rendered as they are asked for."""
-    # A judge that cannot give log-probs falls back to chain of thought, which needs the CoT template.
-    template = constitution.template if mode == constitution.label_mode else DEFAULT_TEMPLATES[mode]
+    jobs = _Jobs(constitution, identity, mode, settings, mitigate)
+    for spec in _specs(pairs, constitution, seed):
+        yield jobs.render(*spec)
+
+
+def _specs(pairs: Iterable[dict], constitution: Constitution, seed: int) -> Iterator[tuple]:
     for pair in pairs:
         for principle, _ in constitution.sample(pair["pair_id"], seed):
             for order in ("ab", "ba"):
-                a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
-                text = render(template, str(constitution.path), mitigate, constitution.template_dirs, principle=principle,
-                              prompt=pair["prompt"], response_a=a, response_b=b)
-                verdict = render(VERDICT_TEMPLATE, str(constitution.path), mitigate, constitution.template_dirs,
-                                 principle=principle) if mode == "cot" else ""
-                identity_of = [text, identity, mode, settings] + ([verdict] if verdict else [])
-                key = hashlib.sha256(json.dumps(identity_of, sort_keys=True).encode()).hexdigest()
-                yield Job(pair["pair_id"], principle, order, text, key, verdict)
+                yield pair, principle, order
+
+
+class _Jobs:
+    """Renders one stage's jobs: templates looked up once. `inputs` is a cheap hash of everything the rendered
+    text and the key depend on, so a resumed run finds a job's key without rendering it."""
+
+    def __init__(self, constitution: Constitution, identity: str, mode: str, settings: dict, mitigate: bool):
+        # A judge that cannot give log-probs falls back to chain of thought, which needs the CoT template.
+        template = constitution.template if mode == constitution.label_mode else DEFAULT_TEMPLATES[mode]
+        where, dirs = str(constitution.path), constitution.template_dirs
+        self.text = renderer(template, where, mitigate, dirs)
+        self.verdict = renderer(VERDICT_TEMPLATE, where, mitigate, dirs) if mode == "cot" else None
+        self.identity, self.mode, self.settings = identity, mode, settings
+        self.fingerprint = json.dumps([fingerprint(dirs, mitigate), template, identity, mode, settings], sort_keys=True)
+        self.principles = {}
+
+    def render(self, pair: dict, principle: Principle, order: str) -> Job:
+        a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
+        text = self.text(principle=principle, prompt=pair["prompt"], response_a=a, response_b=b)
+        verdict = self.verdict(principle=principle) if self.verdict else ""
+        identity_of = [text, self.identity, self.mode, self.settings] + ([verdict] if verdict else [])
+        key = hashlib.sha256(json.dumps(identity_of, sort_keys=True).encode()).hexdigest()
+        return Job(pair["pair_id"], principle, order, text, key, verdict)
+
+    def inputs(self, pair: dict, principle: Principle, order: str) -> str:
+        p = self.principles.get(principle.id)
+        if p is None:
+            p = self.principles[principle.id] = json.dumps(asdict(principle), sort_keys=True, default=str)
+        return hashlib.sha256(json.dumps([self.fingerprint, p, order, pair["prompt"], pair["response_a"],
+                                          pair["response_b"]]).encode()).hexdigest()
 
 
 def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]:
@@ -165,12 +192,17 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
             yield {**record, "pair_id": j.pair_id, "principle_id": j.principle.id, "order": j.order}
 
     try:
-        jobs = iter_jobs(pairs, constitution, seed, engine.identity, mode, settings, mitigate)
-        while chunk := list(islice(jobs, 512)):
-            found = cache.get_many(j.key for j in chunk)
-            for j in chunk:
+        maker, specs = _Jobs(constitution, engine.identity, mode, settings, mitigate), _specs(pairs, constitution, seed)
+        while chunk := list(islice(specs, 512)):
+            jobs = _keyed(maker, chunk, cache)
+            found = cache.get_many(j.key for j in jobs)
+            for j, spec in zip(jobs, chunk):
                 total += 1
                 record = found.get(j.key)
+                if record is None and j.text is None:  # a remembered key without its record: render after all
+                    j = maker.render(*spec)
+                    cache.remember([(maker.inputs(*spec), j.key)])
+                    record = cache.get_many([j.key]).get(j.key) or found.get(j.key)
                 if record is None:
                     todo[j.key] = j  # a key seen twice keeps its first place and scores its last job, as before
                 window.append([j, record])
@@ -184,8 +216,22 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
         bar.close()
         cache.close()
     counts.update({"judgments": total, "judged": judged, "reused": total - judged, "parse_failures": failures})
+def _keyed(maker: _Jobs, chunk: list[tuple], cache) -> list[Job]:
+    """Jobs for the specs: rendered, or only keyed (text None) when the cache remembers their inputs."""
+    if not cache.remembers:
+        return [maker.render(*spec) for spec in chunk]
+    inputs = [maker.inputs(*spec) for spec in chunk]
+    known = cache.keys_of(inputs)
+    jobs = [Job(spec[0]["pair_id"], spec[1], spec[2], None, known[h]) if h in known else maker.render(*spec)
+            for spec, h in zip(chunk, inputs)]
+    cache.remember([(h, j.key) for h, j in zip(inputs, jobs) if h not in known])
+    return jobs
+
+
 class _MemoryCache:
     """JudgmentCache's interface over a dict, for runs without a cache file."""
+
+    remembers = False
 
     def __init__(self):
         self.records = {}

@@ -8,6 +8,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import time
 from array import array
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,14 +53,27 @@ def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
     return [json.loads(line) for line in data[:end].decode("utf-8").splitlines() if line.strip()]
 
 
+SYNC_EVERY_S = 1.0  # fsync at most this often per file: a killed process loses nothing it wrote, a power cut
+_synced = {}        # at most about this much. An fsync took 12 ms here, more than a batch of fake judgments.
+
+
+def _sync(f, path: Path, force: bool = False) -> None:
+    """fsync `f` when forced or when SYNC_EVERY_S has passed since the last fsync of `path`."""
+    now = time.monotonic()
+    key = os.path.abspath(path)
+    if force or now - _synced.get(key, 0.0) >= SYNC_EVERY_S:
+        os.fsync(f.fileno())
+        _synced[key] = now
+
+
 def append_jsonl(path: Path, records: list[dict]) -> None:
-    """Append whole records in one write, then flush to disk: a crash loses at most this batch."""
+    """Append whole records in one write (a kill loses at most this batch), fsynced at most every SYNC_EVERY_S."""
     if not records:
         return
     with open(path, "a", encoding="utf-8") as f:
         f.write(jsonl_text(records))
         f.flush()
-        os.fsync(f.fileno())
+        _sync(f, path)
 
 
 def save_dataset_atomic(dataset, path: Path) -> None:
@@ -224,7 +238,8 @@ class JudgmentCache:
     append_jsonl). Beside it, `<name>.index.sqlite` maps key -> (offset, length) in that file; it is
     derived data: brought up to date from the file's unindexed tail on open (so a crash between the two
     writes loses nothing), rebuilt when missing, unreadable or out of step with the file. A key seen twice
-    points at its last record. Only the `key` field is read."""
+    points at its last record. Only the `key` field is read. The index also remembers keys by the caller's
+    hash of their inputs (keys_of/remember)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -244,6 +259,7 @@ class JudgmentCache:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS idx (key TEXT PRIMARY KEY, off INTEGER, len INTEGER) WITHOUT ROWID")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS memo (inputs TEXT PRIMARY KEY, key TEXT) WITHOUT ROWID")
         indexed, head = self._meta("bytes", 0), self._meta("head", "")
         size = self.path.stat().st_size if self.path.exists() else 0
         if size < indexed or head != self._head(indexed):  # the file was replaced or cut: start over
@@ -303,6 +319,22 @@ class JudgmentCache:
                 found[key] = record
         return found
 
+    remembers = True  # keys_of/remember: a caller's own hash of a record's inputs -> its key (lets a resumed
+    # judge skip rendering prompts it has judged before; a remembered key whose record is gone is just a miss)
+
+    def keys_of(self, inputs: list[str]) -> dict:
+        found = {}
+        for start in range(0, len(inputs), 500):
+            chunk = inputs[start:start + 500]
+            q = f"SELECT inputs, key FROM memo WHERE inputs IN ({','.join('?' * len(chunk))})"
+            found.update(self.db.execute(q, chunk))
+        return found
+
+    def remember(self, pairs: list[tuple[str, str]]) -> None:
+        if pairs:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?)", pairs)
+
     def get(self, key: str) -> dict | None:
         return self.get_many([key]).get(key)
 
@@ -313,7 +345,7 @@ class JudgmentCache:
         return self.db.execute("SELECT COUNT(*) FROM idx").fetchone()[0]
 
     def add(self, records: list[dict]) -> None:
-        """Append the records in one write and fsync (the file first, then the index)."""
+        """Append the records in one write (as append_jsonl), then index them: the file always leads."""
         if not records:
             return
         lines = [(json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records]
@@ -321,7 +353,7 @@ class JudgmentCache:
         start = self.file.tell()
         self.file.write(b"".join(lines))
         self.file.flush()
-        os.fsync(self.file.fileno())
+        _sync(self.file, self.path)
         rows, off = [], start
         for r, line in zip(records, lines):
             rows.append((r["key"], off, len(line)))
@@ -329,6 +361,8 @@ class JudgmentCache:
         self._index(rows, off)
 
     def close(self) -> None:
+        self.file.flush()
+        _sync(self.file, self.path, force=True)
         self.file.close()
         self.db.close()
 

@@ -128,3 +128,26 @@ def test_preferences_write_falls_back_when_judgments_are_out_of_order(tmp_path, 
 
     assert preferences.write(make, tmp_path / "preferences", tmp_path / "p.jsonl") == len(rows) == counts["kept"]
     assert (tmp_path / "p.jsonl").read_text() == jsonl_text(rows)
+
+
+def test_remembered_keys_follow_template_edits_and_lost_records(tmp_path, mini_constitution):
+    """A resume finds keys without rendering, yet a changed template, or a cache file that lost its records,
+    still leads to rendering and judging again."""
+    import shutil
+
+    from rlaif.templates import PROMPTS_DIR
+
+    for name in ("judge_logprob.j2", "_judge_base.j2"):
+        shutil.copy(PROMPTS_DIR / name, mini_constitution.parent / name)  # templates beside the constitution win
+    c = load(str(mini_constitution))
+    pairs, cache, engine = _pairs(6), tmp_path / "cache" / "judgments.jsonl", FakeEngine()
+    first, _ = run_judge(engine, pairs, c, seed=0, mode="logprob", settings={}, progress=False, cache_path=cache)
+    again, counts = run_judge(engine, pairs, c, seed=0, mode="logprob", settings={}, progress=False, cache_path=cache)
+    assert again == first and counts["judged"] == 0 and engine.calls["label_logprobs"] == 36
+    template = mini_constitution.parent / "judge_logprob.j2"
+    template.write_text(template.read_text().replace("single letter", "single capital letter"))
+    edited, counts = run_judge(engine, pairs, c, seed=0, mode="logprob", settings={}, progress=False, cache_path=cache)
+    assert counts["judged"] == 36 and {r["key"] for r in edited}.isdisjoint(r["key"] for r in first)
+    cache.write_text("")  # records gone, the index (and what it remembers) still there
+    lost, counts = run_judge(engine, pairs, c, seed=0, mode="logprob", settings={}, progress=False, cache_path=cache)
+    assert counts["judged"] == 36 and lost == edited
