@@ -109,8 +109,11 @@ class _Jobs:
         p = self.principles.get(principle.id)
         if p is None:
             p = self.principles[principle.id] = json.dumps(asdict(principle), sort_keys=True, default=str)
-        return hashlib.sha256(json.dumps([self.fingerprint, p, order, pair["prompt"], pair["response_a"],
-                                          pair["response_b"]]).encode()).hexdigest()
+        h = hashlib.sha256()
+        for part in (self.fingerprint, p, order, pair["prompt"], pair["response_a"], pair["response_b"]):
+            data = part.encode("utf-8", "surrogatepass")
+            h.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: no two inputs run together
+        return h.hexdigest()
 
 
 def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]:

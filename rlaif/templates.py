@@ -27,9 +27,14 @@ _HEADER = re.compile(r"^(\s*)((?:\[\s*)?(?:final\s+verdict|response\s*[ab]?|prin
 
 def fence(text: str) -> str:
     """Neutralise text that imitates the judge frame. Visible to the judge, inert as structure."""
-    text = _SPECIAL.sub(r"<\1>", str(text))
-    text = _MARKER.sub(lambda m: "< < <" if m.group(1) == "<<<" else "> > >", text)
-    return _HEADER.sub(lambda m: f"{m.group(1)}(quoted) {m.group(2)}", text)
+    text = str(text)  # each pattern is tried only when the text holds a substring every match needs
+    if "<|" in text:
+        text = _SPECIAL.sub(r"<\1>", text)
+    if "<<<" in text or ">>>" in text:
+        text = _MARKER.sub(lambda m: "< < <" if m.group(1) == "<<<" else "> > >", text)
+    if ":" in text or "]" in text:
+        text = _HEADER.sub(lambda m: f"{m.group(1)}(quoted) {m.group(2)}", text)
+    return text
 
 
 @lru_cache(maxsize=4096)
