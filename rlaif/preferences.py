@@ -113,48 +113,77 @@ def features():
                      "votes": List({"principle_id": Value("string"), "a": Value("int64"), "b": Value("int64")})})
 
 
-def write(rows: Callable[[bool], Iterable[dict]], dataset_dir: Path, jsonl_path: Path) -> int:
-    """Write rows(in_memory) to `dataset_dir` (datasets.save_to_disk, same bytes as Dataset.from_list would give)
-    and `jsonl_path`, streaming through temporary files; nothing is replaced unless there is at least one row.
-    Returns the row count. The dataset's fingerprint is a hash of its rows (datasets' own hashes a table in memory)."""
-    from datasets import Dataset
-    from datasets.arrow_writer import ArrowWriter
+MAX_SHARD_BYTES = 500 << 20  # datasets' save_to_disk default max_shard_size
 
-    from rlaif.store import save_dataset_atomic
+
+def write(rows: Callable[[bool], Iterable[dict]], dataset_dir: Path, jsonl_path: Path) -> int:
+    """Write rows(in_memory) to `dataset_dir` (the save_to_disk layout: the same files and bytes as
+    Dataset.from_list(rows).save_to_disk up to 1,000 rows and 500 MB) and to `jsonl_path`, streaming: arrow
+    shards of about 500 MB are written as the rows come, never read back. Nothing is replaced unless there is at
+    least one row. Returns the row count. The fingerprint in state.json is a hash of the rows (datasets' own
+    hashes the whole table in memory)."""
+    from datasets.arrow_writer import ArrowWriter
 
     dataset_dir, jsonl_path = Path(dataset_dir), Path(jsonl_path)
     tmp = Path(tempfile.mkdtemp(dir=dataset_dir.parent, prefix=".preferences-stream."))
     try:
         for in_memory in (False, True):
-            digest, n = hashlib.sha256(), 0
-            writer = ArrowWriter(features=features(), path=str(tmp / "rows.arrow"), writer_batch_size=1000)
+            shutil.rmtree(tmp / "ds", ignore_errors=True)
+            (tmp / "ds").mkdir()
+            digest, n, shards, size, writer = hashlib.sha256(), 0, 0, 0, None
             try:
                 with open(tmp / "rows.jsonl", "w", encoding="utf-8") as f:
                     for row in rows(in_memory):
+                        if writer is None or size >= MAX_SHARD_BYTES:
+                            if writer is not None:
+                                writer.finalize()
+                                writer.close()
+                            writer = ArrowWriter(features=features(), path=str(tmp / "ds" / f"part-{shards}"),
+                                                 writer_batch_size=1000)
+                            shards, size = shards + 1, 0
                         writer.write(row)
                         line = _json_line(row)
                         f.write(line)
                         digest.update(line.encode("utf-8"))
-                        n += 1
+                        n, size = n + 1, size + len(line)
                     f.flush()
                     os.fsync(f.fileno())
-                writer.finalize()
+                if writer is not None:
+                    writer.finalize()
                 break
             except Misaligned:
                 continue
             finally:
-                writer.close()
+                if writer is not None:
+                    writer.close()
         if n == 0:
             return 0
-        dataset = Dataset.from_file(str(tmp / "rows.arrow"))
-        dataset._fingerprint = digest.hexdigest()[:16]
-        save_dataset_atomic(dataset, dataset_dir)
-        del dataset
+        names = [f"data-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
+        for i, name in enumerate(names):
+            os.replace(tmp / "ds" / f"part-{i}", tmp / "ds" / name)
+        _write_metadata(tmp / "ds", names, digest.hexdigest()[:16])
+        from rlaif.store import replace_dir
+
+        replace_dir(tmp / "ds", dataset_dir)
         os.chmod(tmp / "rows.jsonl", 0o644)
         os.replace(tmp / "rows.jsonl", jsonl_path)
         return n
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_metadata(folder: Path, names: list[str], fingerprint: str) -> None:
+    """state.json and dataset_info.json exactly as Dataset.save_to_disk writes them."""
+    from datasets import DatasetInfo
+    from datasets.utils.py_utils import asdict
+
+    state = {"_fingerprint": fingerprint, "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+             "_output_all_columns": False, "_split": None, "_data_files": [{"filename": name} for name in names]}
+    with open(folder / "state.json", "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
+    info = asdict(DatasetInfo(features=features()))
+    with open(folder / "dataset_info.json", "w", encoding="utf-8") as f:
+        json.dump({key: info[key] for key in sorted(info)}, f, indent=2)
 
 
 def _json_line(row: dict) -> str:

@@ -151,3 +151,17 @@ def test_remembered_keys_follow_template_edits_and_lost_records(tmp_path, mini_c
     cache.write_text("")  # records gone, the index (and what it remembers) still there
     lost, counts = run_judge(engine, pairs, c, seed=0, mode="logprob", settings={}, progress=False, cache_path=cache)
     assert counts["judged"] == 36 and lost == edited
+
+
+def test_preferences_are_written_in_shards_that_load_back_in_order(tmp_path, monkeypatch):
+    from datasets import load_from_disk
+
+    from rlaif import preferences
+
+    monkeypatch.setattr(preferences, "MAX_SHARD_BYTES", 20_000)
+    rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": [{"role": "assistant", "content": "c" * 50}],
+             "rejected": [{"role": "assistant", "content": "r"}], "margin": 0.1, "score": 0.6, "pair_id": str(i),
+             "votes": []} for i in range(600)]
+    assert preferences.write(lambda in_memory: iter(rows), tmp_path / "preferences", tmp_path / "p.jsonl") == 600
+    assert len(list((tmp_path / "preferences").glob("data-*-of-*.arrow"))) > 1
+    assert load_from_disk(str(tmp_path / "preferences"))["pair_id"] == [str(i) for i in range(600)]
