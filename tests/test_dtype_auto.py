@@ -17,7 +17,10 @@ def tiny_llama():
         torch.manual_seed(0)
         config = LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-        return LlamaForCausalLM(config).to(torch_dtype).eval()
+        model = LlamaForCausalLM(config).eval()
+        for p in model.parameters():  # as from_pretrained(dtype=...) does: weights cast, RoPE buffers kept fp32
+            p.data = p.data.to(torch_dtype)
+        return model
     return load
 
 
@@ -95,3 +98,17 @@ def test_the_pool_tells_the_engine_its_role():
     assert role("--stages", "judge") == "judge" and role("--stages", "generate") == "generate"
     assert role("--judge-model", "/m/judge", model="/m/judge") == "judge"
     assert role("--judge-model", "/m/judge") == "generate"
+
+
+def test_the_measured_model_is_the_one_a_cached_choice_loads(tmp_path, monkeypatch, tiny_llama):
+    """The first run (measured) and every later run (cached) must compute with identical models."""
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path))
+    monkeypatch.setattr(measured, "native_bf16", lambda: True)
+    monkeypatch.setattr(measured, "measure", lambda model: {"prefill": 1.0 if model.dtype == torch.bfloat16 else 2.0,
+                                                             "decode": 1.0})
+    first, name, _ = measured.choose(tiny_llama, "m", "judge")
+    later, again, _ = measured.choose(tiny_llama, "m", "judge")
+    assert name == again == "bfloat16"
+    a, b = first.state_dict(), later.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(first.buffers(), later.buffers()))

@@ -11,7 +11,6 @@ bf16; an explicit --dtype always wins (neither of those reaches this module).
 
 from __future__ import annotations
 
-import copy
 import json
 import platform
 import sys
@@ -99,8 +98,8 @@ def choose(load, identity: str, role: str):
         return load(getattr(torch, entry["dtype"])), entry["dtype"], why
     fp32 = load(torch.float32)
     t32 = measure(fp32)
-    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
-    t16 = measure(bf16)
+    bf16 = load(torch.bfloat16)  # loaded, not cast: .to() would also cast buffers (RoPE) that loading keeps fp32,
+    t16 = measure(bf16)          # and a later run that reads the cached choice must get the very same model
     name = "bfloat16" if cost(t16, role) < cost(t32, role) else "float32"
     model = bf16 if name == "bfloat16" else fp32
     del fp32, bf16
