@@ -6,12 +6,14 @@ engine start the same small prefill (2 x 128 tokens, last-position logits) and d
 tokens) run in both dtypes; the faster wins, weighing prefill for a judge, decode for a generator and both
 for an engine that does both. The choice is cached per (CPU model, torch version, model identity, role)
 in `<rlaif cache>/dtype-choice.json` and printed. CPUs without native bf16 get fp32 unmeasured; CUDA gets
-bf16; an explicit --dtype always wins (neither of those reaches this module).
+bf16; an explicit --dtype always wins (neither of those reaches this module). A measurement is only as good
+as the machine was quiet: each entry keeps the threads and load average it was taken with; delete it to redo.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -103,7 +105,8 @@ def choose(load, identity: str, role: str):
     name = "bfloat16" if cost(t16, role) < cost(t32, role) else "float32"
     model = bf16 if name == "bfloat16" else fp32
     del fp32, bf16
-    entry = {"dtype": name, "float32": t32, "bfloat16": t16, "role": role, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    entry = {"dtype": name, "float32": t32, "bfloat16": t16, "role": role, "threads": torch.get_num_threads(),
+             "load_average": os.getloadavg()[0], "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     known[key] = entry
     try:
         from rlaif.store import atomic_write_json
