@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Entry point: `python pipeline.py --constitution safety.yaml`. See README.md."""
+"""Entry point in the repository: `python pipeline.py ...` is the installed `rlaif ...` command. See README.md."""
 
 import sys
 

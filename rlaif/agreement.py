@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-import numpy as np
+import math
 
 DECIDED = ("a", "b")
 ORDERS = {"ab": "a", "ba": "b"}  # order -> which original response was shown first
@@ -47,18 +47,20 @@ def agreement(human: Sequence[str | None], judge: Sequence[str | None]) -> tuple
     return _mean([h == j for h, j in both]), len(both)
 
 
-def bootstrap_ci(matches: Sequence[bool], resamples: int = 1000, seed: int = 0) -> list[float] | None:
-    """Percentile bootstrap 95% interval [lo, hi] of the mean of `matches`; None if empty.
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
-    Uses numpy's Generator seeded with `seed`, so equal inputs give equal intervals.
+
+def wilson_ci(k: int, n: int, z: float = Z95) -> list[float] | None:
+    """Wilson score 95% interval [lo, hi] for k successes in n trials; None if n == 0.
+
+    Unlike a percentile bootstrap it does not collapse at the edges: 12 of 12 gives [0.757, 1.0], not [1, 1].
     """
-    if len(matches) == 0:
+    if n == 0:
         return None
-    values = np.asarray(matches, dtype=float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(resamples, len(values)))
-    lo, hi = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
-    return [float(lo), float(hi)]
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def agreement_with_ties(human: Sequence[str | None], judge: Sequence[str | None]) -> float | None:
@@ -71,8 +73,7 @@ def cohen_kappa(human: Sequence[str | None], judge: Sequence[str | None]) -> flo
     """Cohen's kappa over the pairs `agreement` uses (categories a/b); None if there are none.
 
     kappa = (p_o - p_e) / (1 - p_e), with p_e = P_h(a)P_j(a) + P_h(b)P_j(b).
-    When p_e == 1 (both raters used one and the same category throughout) kappa is 0/0;
-    we return 1.0 if observed agreement p_o is 1, else 0.0.
+    When p_e == 1 (both raters used one and the same category throughout) kappa is 0/0: None, undefined.
     """
     both = _decided(human, judge)
     if not both:
@@ -81,7 +82,7 @@ def cohen_kappa(human: Sequence[str | None], judge: Sequence[str | None]) -> flo
     p_o = sum(h == j for h, j in both) / n
     p_e = sum((sum(h == c for h, _ in both) / n) * (sum(j == c for _, j in both) / n) for c in DECIDED)
     if p_e >= 1.0 - 1e-12:
-        return 1.0 if p_o >= 1.0 - 1e-12 else 0.0
+        return None
     return float((p_o - p_e) / (1.0 - p_e))
 
 
@@ -159,6 +160,24 @@ def human_agreement(label_lists: Sequence[Sequence[str]]) -> float | None:
     return _mean(matches)
 
 
+def judge_agreement_loo(label_lists: Sequence[Sequence[str]], verdicts: Sequence[str | None]) -> float | None:
+    """The judge's agreement computed the way `human_agreement` is, so the two compare: for each pair and
+    each held-out annotator, the judge's verdict against the unique most common label of the OTHER
+    annotators. Skipped: others without a unique top label, a "tie" there, or a judge verdict that is not
+    a/b. Returns the fraction of matches, None if nothing was compared."""
+    _same_length(label_lists, verdicts)
+    matches = []
+    for labels, verdict in zip(label_lists, verdicts):
+        if verdict not in DECIDED:
+            continue
+        for i in range(len(labels)):
+            others = _unique_top(list(labels[:i]) + list(labels[i + 1:]))
+            if others is None or others == "tie":
+                continue
+            matches.append(verdict == others)
+    return _mean(matches)
+
+
 def brier(p_human_preferred: Sequence[float]) -> float | None:
     """Mean (1 - p)^2 of the judge's probability for the human-preferred response."""
     return _mean([(1.0 - p) ** 2 for p in p_human_preferred])
@@ -194,15 +213,18 @@ def expected_calibration_error(probs: Sequence[float], outcomes: Sequence[bool],
 
 
 def summarize(human_labels: list[list[str]], verdicts: list, verdict_ab: list, verdict_ba: list,
-              p_a: list[float | None] | None, len_a: list[int], len_b: list[int], seed: int = 0) -> dict:
+              p_a: list[float | None] | None, len_a: list[int], len_b: list[int],
+              parse_failures: int | None = None) -> dict:
     """All metrics for one judge run, as a JSON-serialisable dict.
 
     human_labels: per pair, one label per annotator (reduced with `majority_label`).
     verdicts: per-pair judge verdicts; verdict_ab / verdict_ba: the single-order verdicts in the
     original orientation (empty lists or None when the judge ran in one order only).
-    parse_failures: number of None single-order verdicts (ab + ba) when single-order verdicts
-    are given, else number of None pair verdicts.
-    human_agreement: present only when some pair has >= 2 annotators.
+    parse_failures: judgments the judge gave no usable answer for, as counted by the caller (a pair
+    judged under several principles has several judgments per order); by default the None pair verdicts.
+    agreement_ci95: the Wilson score interval of `agreement` on n_decided.
+    human_agreement and agreement_loo (the judge against the majority of the other annotators, the one
+    figure comparable to human_agreement): present only when some pair has >= 2 annotators.
     calibration {brier, ece, bins}: present only when p_a is given; computed over pairs with a
     human a/b majority and a non-None p_a (outcome for ECE: human majority == "a").
     """
@@ -215,12 +237,11 @@ def summarize(human_labels: list[list[str]], verdicts: list, verdict_ab: list, v
     value, n_decided = agreement(human, verdicts)
     matches = [h == v for h, v in _decided(human, verdicts)]
     records = [("ab", v) for v in verdict_ab] + [("ba", v) for v in verdict_ba]
-    single_given = bool(verdict_ab or verdict_ba)
     out: dict = {
         "n_pairs": len(human),
         "agreement": value,
         "n_decided": n_decided,
-        "agreement_ci95": bootstrap_ci(matches, seed=seed),
+        "agreement_ci95": wilson_ci(sum(matches), len(matches)),
         "agreement_with_ties": agreement_with_ties(human, verdicts),
         "cohen_kappa": cohen_kappa(human, verdicts),
         "position_consistency": (position_consistency(verdict_ab, verdict_ba)
@@ -228,11 +249,11 @@ def summarize(human_labels: list[list[str]], verdicts: list, verdict_ab: list, v
         "prefer_first": prefer_first(records),
         "prefer_longer_judge": prefer_longer(len_a, len_b, verdicts),
         "prefer_longer_human": prefer_longer(len_a, len_b, human),
-        "parse_failures": (sum(v is None for v in verdict_ab + verdict_ba) if single_given
-                           else sum(v is None for v in verdicts)),
+        "parse_failures": parse_failures if parse_failures is not None else sum(v is None for v in verdicts),
     }
     if any(len(labels) >= 2 for labels in human_labels):
         out["human_agreement"] = human_agreement(human_labels)
+        out["agreement_loo"] = judge_agreement_loo(human_labels, verdicts)
     if p_a is not None:
         _same_length(human, p_a)
         kept = [(h, p) for h, p in zip(human, p_a) if h in DECIDED and p is not None]

@@ -57,15 +57,14 @@ def judge_random(pairs: list[HumanPair], seed: int):
 
 
 def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Path):
-    from rlaif.judge import pair_scores, run_judge, verdict_of
-    from rlaif.run import judge_mode, judge_settings
+    from rlaif.judge import is_identical, judge_mode, judge_settings, pair_scores, run_judge, verdict_of
 
     engine = pool.get(cfg.judge.model, cfg.judge.base_url)
     mode = judge_mode(constitution, engine)
     dicts = [{"pair_id": p.pair_id, "prompt": p.prompt, "response_a": p.response_a, "response_b": p.response_b}
              for p in pairs]
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    judgments, counts = run_judge(engine, dicts, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg),
+    judgments, counts = run_judge(engine, dicts, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
                                   cache_path=cache_path, batch_size=cfg.judge.batch_size)
     print(f"rlaif: agreement: reused {counts['reused']} judgments from the cache, judged {counts['judged']}",
           file=sys.stderr)
@@ -73,15 +72,15 @@ def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Pat
     single = {order: pair_scores(dicts, judgments, constitution, cfg.seed, orders=(order,)) for order in ("ab", "ba")}
     p_a = {(j["pair_id"], j["principle_id"], j["order"]): j["p_a"] for j in judgments}
     verdicts, ab, ba, per_principle = [], [], [], {}
-    for pair in pairs:
+    for pair, d in zip(pairs, dicts):
         sampled = constitution.sample(pair.pair_id, cfg.seed)
         verdicts.append(verdict_of(scores[pair.pair_id]))
         ab.append(verdict_of(single["ab"][pair.pair_id]))
         ba.append(verdict_of(single["ba"][pair.pair_id]))
         for principle, _ in sampled:
             both = [v for o in ("ab", "ba") if (v := p_a.get((pair.pair_id, principle.id, o))) is not None]
-            per_principle.setdefault(principle.id, []).append(
-                (metrics.majority_label(pair.labels), verdict_of(sum(both) / len(both) if both else None)))
+            score = 0.5 if is_identical(d) else sum(both) / len(both) if both else None
+            per_principle.setdefault(principle.id, []).append((metrics.majority_label(pair.labels), verdict_of(score)))
     per = {}
     for principle in constitution.principles:  # constitution order; principles never drawn are left out
         rows = per_principle.get(principle.id)
@@ -89,7 +88,8 @@ def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Pat
             value, n_decided = metrics.agreement([h for h, _ in rows], [v for _, v in rows])
             per[principle.id] = {"agreement": value, "n": len(rows), "n_decided": n_decided}
     extra = {"judge_model": engine.identity, "mode": mode, "per_principle": per,
-             "judgments": counts["judgments"], "judged": counts["judged"], "reused": counts["reused"]}
+             "judgments": counts["judgments"], "judged": counts["judged"], "reused": counts["reused"],
+             "identical_pairs": counts["identical"], "parse_failures": counts["parse_failures"]}
     return verdicts, ab, ba, [scores[p.pair_id] for p in pairs], extra
 
 
@@ -141,6 +141,7 @@ def main(cfg, args) -> int:
     print(f"rlaif: agreement: {len(pairs)} pairs from {args.human} (skipped {n_skipped} bad rows); "
           f"judges {', '.join(names)}; writing to {root}", file=sys.stderr)
     humans = [p.labels for p in pairs]
+    n_empty = sum(not r.strip() for p in pairs for r in (p.response_a, p.response_b))  # valid: judged like any other
     len_a = [len(p.response_a.strip()) for p in pairs]
     len_b = [len(p.response_b.strip()) for p in pairs]
     results, details, pool = {}, {}, None
@@ -155,10 +156,12 @@ def main(cfg, args) -> int:
             else:
                 out = judge_length(pairs) if name == "length" else judge_random(pairs, cfg.seed)
             verdicts, ab, ba, p_a, extra = out
-            summary = metrics.summarize(humans, verdicts, ab, ba, p_a, len_a, len_b, seed=cfg.seed)
+            summary = metrics.summarize(humans, verdicts, ab, ba, p_a, len_a, len_b,
+                                        parse_failures=extra.pop("parse_failures", 0))
             judge_model_id = extra.pop("judge_model", None)
             results[name] = {"judge": name, "judge_model": judge_model_id, **summary, **extra,
-                             "n_skipped_rows": n_skipped, "seconds": round(time.time() - t, 3)}
+                             "n_skipped_rows": n_skipped, "n_empty_responses": n_empty,
+                             "seconds": round(time.time() - t, 3)}
             details[name] = {"verdicts": verdicts, "p_a": p_a}
     finally:
         if pool is not None:

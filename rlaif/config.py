@@ -1,7 +1,11 @@
-"""Run configuration: one dataclass per stage plus RunConfig. YAML first, then CLI overrides.
+"""Every setting, declared once: one dataclass per stage plus RunConfig, and the options of the subcommands.
 
-Every field has a help string. Defaults are chosen for a 2-core CPU and the embedded model; where a
-default differs from the upstream library's, the help says so. Unknown keys raise.
+Each field is one setting with its help string. The command line (rlaif/flags.py), `--config` YAML and
+`python -m rlaif.train_entry` are all built from these fields. A field's flag is `flag=` when given, else
+`--` + its section's `flag_prefix` (default: the section's name and a dash; "" for generate, preferences and
+train) + the field name with dashes. `choices=` and `minimum=` are checked for YAML and flags alike.
+Defaults are chosen for a 2-core CPU and the embedded model; where a default differs from the upstream
+library's, the help says so. Unknown keys raise.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
@@ -18,70 +23,155 @@ EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 STAGES = ("generate", "judge", "preferences", "reward", "policy")
 
 
-def _f(default, help: str, **kw):
+def _f(default, help: str, flag: str | None = None, choices=None, minimum=None, **meta):
+    """One setting: default, help, and optionally its flag name, allowed values and smallest value.
+    Other keywords go into the metadata too: run_only (no flag on the subcommands), required, positional."""
+    metadata = {"help": help, **{k: v for k, v in (("flag", flag), ("choices", choices), ("minimum", minimum))
+                                  if v is not None}, **meta}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class GenerateConfig:
-    model: str = _f(EMBEDDED_MODEL, "Policy model: the embedded default's name, a local folder, a hub id, or openai:NAME.")
-    base_url: str | None = _f(None, "Base URL of an OpenAI-compatible endpoint when model is openai:NAME.")
-    num_prompts: int = _f(32, "How many prompts to take from the prompt file (0 = all).")
+    flag_prefix: ClassVar[str] = ""
+    model: str = _f(EMBEDDED_MODEL, "Policy model: the embedded default's name, a local folder, a hub id, or openai:NAME.",
+                    flag="--policy-model")
+    base_url: str | None = _f(None, "Base URL of an OpenAI-compatible endpoint when model is openai:NAME.",
+                              flag="--policy-base-url")
+    num_prompts: int = _f(32, "How many prompts to take from the prompt file (0 = all).", minimum=0)
     prompts: str | None = _f(None, "Prompt file (.jsonl with a `prompt` field, or .txt, one per line). Default: data/prompts/safety.jsonl.")
-    max_new_tokens: int = _f(64, "Tokens sampled per response.")
+    max_new_tokens: int = _f(64, "Tokens sampled per response.", minimum=1)
     temperature: float = _f(0.8, "Sampling temperature.")
     top_p: float = _f(0.95, "Nucleus sampling threshold (no top-k cut on any engine).")
     batch_size: int | None = _f(None, "Prompts generated together; pairs.jsonl is appended batch by batch. "
-                                "Default: the engine's (64 for vllm, 32 otherwise).")
+                                "Default: the engine's (64 for vllm, 32 otherwise).", minimum=1)
 
 
 @dataclass
 class JudgeConfig:
     model: str = _f(EMBEDDED_MODEL, "Judge model: the embedded default's name, a local folder, a hub id, or openai:NAME.")
     base_url: str | None = _f(None, "Base URL of an OpenAI-compatible endpoint when model is openai:NAME.")
-    max_new_tokens: int = _f(96, "Tokens the chain-of-thought judge may write as its rationale, before the verdict turn.")
+    max_new_tokens: int = _f(96, "Tokens the chain-of-thought judge may write as its rationale, before the verdict turn.",
+                             minimum=1)
     batch_size: int | None = _f(None, "Judgments scored and appended to the cache together (HF runs them in "
-                                "length-bucketed forward passes). Default: the engine's (64 for vllm, 32 otherwise).")
-    concurrency: int = _f(8, "Requests in flight at once against an OpenAI-compatible endpoint.")
+                                "length-bucketed forward passes). Default: the engine's (64 for vllm, 32 otherwise).", minimum=1)
+    concurrency: int = _f(8, "Requests in flight at once against an OpenAI-compatible endpoint.", flag="--concurrency",
+                          minimum=1)
 
 
 @dataclass
 class PreferencesConfig:
-    min_margin: float = _f(0.0, "Keep a pair when |score - 0.5| > min_margin. 0 keeps every pair the judge did not tie.")
+    flag_prefix: ClassVar[str] = ""
+    min_margin: float = _f(0.0, "Keep a pair when |score - 0.5| > min_margin. 0 keeps every pair the judge did not tie.",
+                           flag="--margin")
 
 
 @dataclass
 class TrainConfig:
-    algo: str = _f("dpo", "Policy algorithm: dpo (trl DPOTrainer), ppo (trl PPO), rloo (trl RLOOTrainer).")
-    max_steps: int = _f(8, "Optimizer steps per trainer (reward and policy).")
+    flag_prefix: ClassVar[str] = ""
+    algo: str = _f("dpo", "Policy algorithm: dpo (trl DPOTrainer), ppo (trl PPO), rloo (trl RLOOTrainer).",
+                   choices=("dpo", "ppo", "rloo"))
+    max_steps: int = _f(8, "Optimizer steps per trainer (reward and policy).", minimum=1)
     learning_rate: float = _f(5e-6, "Learning rate (trl's DPO default is 1e-6; a short CPU run needs more).")
     beta: float = _f(0.1, "KL coefficient for DPO/RLOO (and PPO's kl_coef).")
-    batch_size: int = _f(2, "Per-device train batch size.")
-    max_length: int = _f(384, "Truncate prompt+response to this many tokens.")
+    batch_size: int = _f(2, "Per-device train batch size.", flag="--train-batch-size", minimum=1)
+    max_length: int = _f(384, "Truncate prompt+response to this many tokens.", minimum=1)
     eval_fraction: float = _f(0.25, "Share of preference pairs held out to evaluate the reward model.")
-    eval_prompts: int = _f(8, "Held-out prompts for the policy win rate and reward means.")
-    report_to: str = _f("none", "Logging backend passed to trl: none, tensorboard or wandb.")
-    threads: int = _f(0, "torch threads; 0 = one per physical core up to 2 (one is often faster on a busy 2-core machine).")
+    eval_prompts: int = _f(8, "Held-out prompts for the policy win rate and reward means.", minimum=0)
+    report_to: str = _f("none", "Logging backend passed to trl: none, tensorboard or wandb.",
+                        choices=("none", "tensorboard", "wandb"))
+    threads: int = _f(0, "torch threads; 0 = one per physical core up to 2 (one is often faster on a busy 2-core machine).",
+                      minimum=0)
+    save_steps: int = _f(0, "Save a trl checkpoint every N optimizer steps into the run folder's checkpoints/ (the last 2 "
+                         "are kept), so that rerunning the same command after a crash resumes. 0 = auto: max_steps // 2, "
+                         "at most 500 (HF's default is 500), so the default 8-step stage saves at steps 4 and 8; -1 = none.",
+                         minimum=-1)
+    lora_r: int = _f(0, "LoRA rank (peft LoraConfig) for the reward model and the DPO/RLOO/PPO policy; 0 = full training.",
+                     minimum=0)
+    lora_alpha: int = _f(16, "LoRA alpha (scaling = alpha / r); used when lora_r > 0.", minimum=1)
+    lora_target_modules: str = _f("all-linear", "Modules LoRA adapts: comma-separated names such as q_proj,v_proj, or "
+                                  "all-linear (every linear layer but the output head); used when lora_r > 0.")
+    gradient_accumulation_steps: int = _f(1, "Batches accumulated per optimizer step (trl's gradient_accumulation_steps).",
+                                          minimum=1)
+    warmup_steps: float = _f(0.0, "Linear learning-rate warmup: a number of steps (>= 1) or a share of max_steps (0-1).",
+                             minimum=0)
+    loss_type: str = _f("sigmoid", "DPO loss (trl DPOConfig.loss_type): sigmoid (DPO's own), hinge, ipo, exo_pair, "
+                        "nca_pair, robust, bco_pair, sppo_hard, aot, apo_zero, apo_down, discopop, sft or sigmoid_norm.",
+                        choices=("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+                                 "aot", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"))
 
 
 @dataclass
 class RunConfig:
-    constitution: str = _f("safety.yaml", "Constitution file: a bare name resolves to constitutions/NAME.")
-    output_dir: str | None = _f(None, "Run folder. Default: runs/<constitution name>-<UTC timestamp>.")
+    constitution: str = _f("safety.yaml", "Constitution: a bare name is ./constitutions/NAME if that exists, else a "
+                           "shipped one (safety, helpfulness, honesty); a path is used as is.")
+    output_dir: str | None = _f(None, "Run folder; rerun on it to resume. Default: runs/<constitution name>-<UTC timestamp>.")
     seed: int = _f(0, "Seed for sampling, principle draws and splits.")
-    engine: str = _f("auto", "auto | hf | vllm. auto picks vllm when CUDA and vllm are both available.")
-    stages: list = _f(list(STAGES), "Stages to run, in order.")
-    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16. auto: bf16 on CUDA; on CPUs with native bf16 (AVX512-BF16/AMX) "
-                    "the faster of fp32 and bf16, measured at engine start and cached (HF engine; vLLM takes bf16); else fp32.")
-    trust_remote_code: bool = _f(False, "Allow model repositories to run their own code. Off unless asked.")
-    tensor_parallel_size: int = _f(1, "vLLM tensor parallelism.")
-    data_parallel_size: int = _f(1, "vLLM data parallelism.")
+    engine: str = _f("auto", "auto | hf | vllm. auto picks vllm when CUDA and vllm are both available.",
+                     choices=("auto", "hf", "vllm"))
+    stages: list = _f(list(STAGES), "Stages to run (comma-separated on the command line); they run in pipeline order.",
+                      choices=STAGES, run_only=True)
+    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16. auto: bf16 on CUDA; on CPUs with native bf16 (AVX512-BF16/AMX) the "
+                    "faster of fp32 and bf16, measured at engine start and cached (HF engine; vLLM takes bf16); else fp32.",
+                    choices=("auto", "float32", "bfloat16", "float16"))
+    trust_remote_code: bool = _f(False, "Allow model repositories to run their own code. Off unless asked; weights load from safetensors only.")
+    tensor_parallel_size: int = _f(1, "vLLM tensor parallelism.", minimum=1)
+    data_parallel_size: int = _f(1, "vLLM data parallelism.", minimum=1)
+    gpu_memory_utilization: float = _f(0.85, "Share of GPU memory, in (0, 1], that vLLM may claim for weights and KV "
+                                       "cache (vLLM's own default is 0.92). One engine lives at a time, and none "
+                                       "during training.")
+    max_model_len: int | None = _f(None, "Context length given to local engines (vLLM sizes its KV cache by it). "
+                                   "Default: the model's own, capped at 4096 tokens (what this pipeline's prompts "
+                                   "need); longer prompts are cut and counted as truncated.")
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     preferences: PreferencesConfig = field(default_factory=PreferencesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# Options of the subcommands and of train_entry: command line only (not part of a run's --config YAML).
+
+@dataclass
+class AgreementOptions:
+    human: str | None = _f(None, "Human-labelled pairs: HH-RLHF .jsonl(.gz), a .jsonl/.json/.csv/.parquet table, or a "
+                           "save_to_disk folder.", required=True)
+    judge: list = _f(["model"], "Judges to score (comma-separated or repeated); with model, the free length and random "
+                     "baselines are computed too.", choices=("model", "length", "random"))
+    label_columns: str | None = _f(None, "Comma-separated annotator columns (several human labels per pair); for a "
+                                   "human_labels.jsonl, labeller names.")
+    limit: int | None = _f(None, "Evaluate the first N pairs.")
+    skip_bad_rows: bool = _f(False, "Skip and count malformed rows instead of failing.")
+
+
+@dataclass
+class RobustnessOptions:
+    pairs: str | None = _f(None, "Injection set (.jsonl). Default: the shipped data/injection/pairs.jsonl.")
+    limit: int | None = _f(None, "Use the first N pairs.")
+
+
+@dataclass
+class LabelOptions:
+    run_dir: str | None = _f(None, "A run folder with pairs.jsonl (judgments.jsonl for the judge's verdicts).",
+                             positional=True)
+    port: int = _f(0, "Port to listen on (0: a free one).")
+    host: str = _f("127.0.0.1", "Address to listen on.")
+    allow_remote: bool = _f(False, "Allow a --host that is not loopback (no login: anyone who reaches it can label).")
+    sample: int = _f(50, "Pairs to offer, drawn with --seed; the same pairs every time.")
+    seed: int = _f(0, "Seed of the sample and of the left/right coin.")
+    labeller: str | None = _f(None, "Your name in human_labels.jsonl. Default: the OS user name.")
+
+
+@dataclass
+class TrainEntryOptions:
+    base_model: str | None = _f(None, "Model name or folder to train from (as --policy-model).", required=True)
+    preferences: str | None = _f(None, "Preference dataset folder (datasets save_to_disk: prompt, chosen, rejected).",
+                                 required=True)
+    output_dir: str | None = _f(None, "Folder to write the trained model into.", required=True)
+    stage: str | None = _f(None, "Which trainer: reward or policy.", choices=("reward", "policy"), required=True)
+    reward_model: str | None = _f(None, "Trained reward model folder (policy stage with ppo or rloo).")
+    seed: int = _f(0, "Seed for the split and the trainer.")
 
 
 def _check_type(value, annotation: str, where: str, key: str):
@@ -98,6 +188,24 @@ def _check_type(value, annotation: str, where: str, key: str):
     return float(value) if base == "float" else value
 
 
+def check_value(f: dataclasses.Field, value, key: str, where: str):
+    """A setting's value from YAML or a flag: its type, its `choices` and its `minimum` (from the field's metadata)."""
+    value = _check_type(value, str(f.type), where, key)
+    choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
+    if choices is not None and isinstance(value, list):
+        bad = [str(v) for v in value if v not in choices]
+        if bad or not value:
+            raise RlaifError(f"unknown {f.name.removesuffix('s')}(s) {', '.join(bad) or '(none)'}", where,
+                             f"choose from {','.join(choices)}")
+    elif choices is not None and value is not None and value not in choices:
+        raise RlaifError(f"`{key}` must be one of {', '.join(map(str, choices))}, got {value!r}", where,
+                         f"set `{key}` to one of {', '.join(map(str, choices))}")
+    if minimum is not None and value is not None and value < minimum:  # None: left unset, the engine's own
+        rule = {0: "must not be negative", 1: "must be positive"}.get(minimum, f"must be at least {minimum}")
+        raise RlaifError(f"{key} {rule}", where, f"pass a number of at least {minimum}")
+    return value
+
+
 def from_dict(cls, data: dict, where: str, prefix: str = ""):
     """Build `cls` from a dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
@@ -112,7 +220,7 @@ def from_dict(cls, data: dict, where: str, prefix: str = ""):
         if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
             kwargs[key] = from_dict(f.default_factory, value, where, f"{name}.")
         else:
-            kwargs[key] = _check_type(value, str(f.type), where, name)
+            kwargs[key] = check_value(f, value, name, where)
     return cls(**kwargs)
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from rlaif import ROOT
+from rlaif import CONSTITUTIONS_DIR, PROMPTS_DIR
 from rlaif.errors import RlaifError
 
-CONSTITUTIONS_DIR = ROOT / "constitutions"
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 LABEL_MODES = ("logprob", "cot")
 TOP_KEYS = {"name": str, "description": str, "version": (int, str), "judge": dict, "principles": list}
@@ -53,8 +52,6 @@ class Constitution:
     @property
     def template_dirs(self) -> tuple:
         """Templates next to the constitution file win over the shipped ones in prompts/."""
-        from rlaif.templates import PROMPTS_DIR
-
         return (str(self.path.parent.resolve()), str(PROMPTS_DIR))
 
     def sample(self, pair_id: str, seed: int) -> list[tuple[Principle, float]]:
@@ -73,14 +70,16 @@ class Constitution:
 
 
 def resolve_path(name_or_path: str) -> Path:
-    """A bare name resolves to constitutions/NAME (".yaml" optional); a path is used as is."""
+    """A bare name (".yaml" optional) is ./constitutions/NAME when the current folder has one, else the
+    shipped constitutions/NAME inside the package; a path is used as is."""
     if "/" in name_or_path or "\\" in name_or_path:
         return Path(name_or_path)
     if name_or_path.startswith(".") or not name_or_path:
         raise RlaifError(f"constitution name {name_or_path!r} is not a plain name", "--constitution",
                          "pass a name from constitutions/ or a path to a .yaml file")
     stem = name_or_path if name_or_path.endswith((".yaml", ".yml")) else f"{name_or_path}.yaml"
-    return CONSTITUTIONS_DIR / stem
+    local = Path("constitutions") / stem
+    return local if local.is_file() else CONSTITUTIONS_DIR / stem
 
 
 def _line_index(text: str) -> dict:
@@ -138,7 +137,7 @@ def load(name_or_path: str) -> Constitution:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        known = ", ".join(sorted(p.name for p in CONSTITUTIONS_DIR.glob("*.yaml")))
+        known = ", ".join(sorted({p.name for d in (Path("constitutions"), CONSTITUTIONS_DIR) for p in d.glob("*.yaml")}))
         raise RlaifError("constitution file not found", str(path), f"use one of: {known}, or a path") from None
     except (UnicodeDecodeError, IsADirectoryError) as e:
         raise RlaifError(f"cannot read the constitution ({type(e).__name__})", str(path), "save it as UTF-8 YAML") from None

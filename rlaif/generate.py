@@ -1,7 +1,8 @@
 """Generate stage: prompts -> pairs. Two samples per prompt, with distinct seeds, batch by batch.
 
-Batches are fixed by position in the prompt list, and each batch's seeds derive from the run seed and
-the batch's first pair id, so a resumed run regenerates exactly what an uninterrupted run would.
+Each sample has its own seed, from the run seed, its pair id and "a" or "b", and every engine samples each
+conversation from its own seed: a sample never depends on the batch it was generated in, so a resumed run,
+or a run with another --batch-size, regenerates exactly what an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -12,16 +13,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rlaif import ROOT
+from rlaif import DATA_DIR
+from rlaif.engines.base import request_seed
 from rlaif.errors import RlaifError
 from rlaif.records import Pair, to_dict
 from rlaif.store import append_jsonl, iter_jsonl, read_jsonl_tail_repair
 
-DEFAULT_PROMPTS = ROOT / "data" / "prompts" / "safety.jsonl"
-
-
-def derive_seed(*parts) -> int:
-    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+DEFAULT_PROMPTS = DATA_DIR / "prompts" / "safety.jsonl"
 
 
 def load_prompts(path: str | None, limit: int = 0) -> list[str]:
@@ -86,14 +84,14 @@ def run_generate(engine, prompts: list[str], out: Path, *, seed: int, batch_size
         batch = list(range(start, min(start + batch_size, len(ids))))
         if all(ids[i] in done for i in batch):
             continue
+        batch = [i for i in batch if ids[i] not in done]
         convs = [[{"role": "user", "content": prompts[i]}] for i in batch]
-        seeds = derive_seed(seed, ids[batch[0]], "a"), derive_seed(seed, ids[batch[0]], "b")
+        seeds = {s: [request_seed(seed, ids[i], s) for i in batch] for s in ("a", "b")}
         kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-        outs_a = engine.generate(convs, seed=seeds[0], **kw)
-        outs_b = engine.generate(convs, seed=seeds[1], **kw)
+        outs = engine.generate(convs + convs, seed=seeds["a"] + seeds["b"], **kw)  # both samples in one batch
         records = [to_dict(Pair(ids[i], hashlib.sha256(prompts[i].encode()).hexdigest()[:12], prompts[i], a, b,
-                                engine.identity, {**settings, "seed_a": seeds[0], "seed_b": seeds[1]}))
-                   for i, a, b in zip(batch, outs_a, outs_b) if ids[i] not in done]
+                                engine.identity, {**settings, "seed_a": sa, "seed_b": sb}))
+                   for i, a, b, sa, sb in zip(batch, outs[:len(batch)], outs[len(batch):], seeds["a"], seeds["b"])]
         append_jsonl(out, records)
         generated += len(records)
         bar.update(len(records))

@@ -1,6 +1,8 @@
-"""Readers of human-labelled response pairs: HH-RLHF transcripts and generic tables.
+"""Readers of human-labelled response pairs: HH-RLHF transcripts, PandaLM's test set and generic tables.
 
-Every bad input raises `RlaifError` naming the file (and 1-based row) plus a fix.
+Every bad input raises `RlaifError` naming the file (and 1-based row) plus a fix. An empty response is a
+real response (a model that said nothing), not a bad row: published sets label such pairs, and the figures
+must describe the whole set. Missing fields, wrong types and unknown labels are bad rows.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from rlaif.errors import RlaifError
 
 ASSISTANT = "\n\nAssistant:"
 LABELS = ("a", "b", "tie")
+PANDALM = {"instruction", "input", "response1", "response2"}  # PandaLM's testset-v1.json
+PANDALM_LABELS = {0: "tie", 1: "a", 2: "b"}  # annotatorN: 1 = response1 better, 2 = response2, 0 = tie
 FORMATS = ".jsonl, .jsonl.gz, .json, .csv, .parquet or a Dataset.save_to_disk folder"
 
 
@@ -52,9 +56,16 @@ def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed:
     """
     if limit is not None and limit < 0:
         raise RlaifError(f"limit must be >= 0, got {limit}", fix="pass a non-negative limit")
+    from rlaif.label_store import human_pairs, is_label_file
+
+    if is_label_file(path):  # RUN_DIR/human_labels.jsonl from `rlaif label`: retractions applied, a label per labeller
+        return human_pairs(path, label_columns, limit, skip_bad_rows)
     columns, rows = _open_rows(path)
     hh = "chosen" in columns and "rejected" in columns
-    if not hh:
+    pandalm = not hh and PANDALM <= columns
+    if pandalm:
+        label_columns = label_columns or sorted(c for c in columns if c.startswith("annotator"))
+    elif not hh:
         need = ["prompt", "response_a", "response_b"] + (list(label_columns) if label_columns else ["label"])
         missing = [c for c in need if c not in columns]
         if missing:
@@ -70,7 +81,8 @@ def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed:
         try:
             if isinstance(row, _BadRow):
                 raise row
-            pairs.append(_hh_pair(row, index, seed) if hh else _generic_pair(row, index, label_columns))
+            pairs.append(_hh_pair(row, index, seed) if hh else _pandalm_pair(row, index, label_columns) if pandalm
+                         else _generic_pair(row, index, label_columns))
         except _BadRow as bad:
             if not skip_bad_rows:
                 raise RlaifError(f"field '{bad.field}': {bad.what}", f"{path}:row {index + 1}",
@@ -174,13 +186,20 @@ def _dataset_rows(p: Path) -> tuple[set[str], Rows]:
 
 def _text(row: dict, field: str) -> str:
     """A required, non-empty text field."""
-    value = row.get(field)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise _BadRow(field, "missing")
-    text = value if isinstance(value, str) else str(value)
+    text = _response(row, field)
     if not text.strip():
         raise _BadRow(field, "empty")
     return text
+
+
+def _response(row: dict, field: str) -> str:
+    """A required response: a string, possibly empty."""
+    value = row.get(field)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise _BadRow(field, "missing")
+    if not isinstance(value, str):
+        raise _BadRow(field, f"must be text, got {type(value).__name__}")
+    return value
 
 
 def _label(value: object, field: str) -> str | None:
@@ -196,7 +215,7 @@ def _label(value: object, field: str) -> str | None:
 
 
 def _generic_pair(row: dict, index: int, label_columns: list[str] | None) -> HumanPair:
-    prompt, a, b = _text(row, "prompt"), _text(row, "response_a"), _text(row, "response_b")
+    prompt, a, b = _text(row, "prompt"), _response(row, "response_a"), _response(row, "response_b")
     if label_columns:
         labels = [lab for c in label_columns if (lab := _label(row.get(c), c)) is not None]
         if not labels:
@@ -217,10 +236,42 @@ def _split_transcript(row: dict, field: str) -> tuple[str, str]:
     cut = text.rfind(ASSISTANT)
     if cut < 0:
         raise _BadRow(field, "no '\\n\\nAssistant:' marker")
-    response = text[cut + len(ASSISTANT):].strip()
-    if not response:
-        raise _BadRow(field, "empty final assistant turn")
-    return text[:cut].strip(), response
+    return text[:cut].strip(), text[cut + len(ASSISTANT):].strip()  # an empty final turn is a real response
+
+
+def _pandalm_cell(row: dict, field: str) -> str:
+    """PandaLM's file was written by pandas: an empty cell is NaN, and a cell that read "True" is a boolean.
+    Both are what the model wrote, so they come back as that text ("" and "True"); a missing key is bad."""
+    if field not in row:
+        raise _BadRow(field, "missing")
+    value = row[field]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise _BadRow(field, f"must be text, got {type(value).__name__}")
+    return value
+
+
+def _pandalm_pair(row: dict, index: int, label_columns: list[str]) -> HumanPair:
+    """PandaLM: the instruction and its input (when there is one) are the prompt; annotators say 1, 2 or 0."""
+    instruction = "\n\n".join(t for f in ("instruction", "input") if (t := _pandalm_cell(row, f).strip()))
+    if not instruction:
+        raise _BadRow("instruction", "empty (and no input)")
+    labels = []
+    for c in label_columns:
+        value = row.get(c)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if isinstance(value, bool) or value not in PANDALM_LABELS:
+            raise _BadRow(c, f"unknown label {value!r} (PandaLM uses 1, 2, or 0 for a tie)")
+        labels.append(PANDALM_LABELS[value])
+    if not labels:
+        raise _BadRow(",".join(label_columns), "no annotator label")
+    idx = row.get("idx", index)
+    return HumanPair(f"pandalm-{idx}", instruction, _pandalm_cell(row, "response1"), _pandalm_cell(row, "response2"),
+                     labels)
 
 
 def _hh_pair(row: dict, index: int, seed: int) -> HumanPair:

@@ -2,6 +2,11 @@
 
 Each judgment's key hashes what changes its output (the rendered prompt, the judge's identity and
 the scoring settings) and nothing else, so editing one principle re-judges only that principle.
+
+The cache holds what the judge saw: for one rendered prompt, P(the response shown first is better). Each job
+orients that to P(response_a is better) by its own order when it reads it, so two jobs that render the same
+text in opposite orders (a pair of identical responses, another seed's draw) can never inherit a flipped
+verdict. A pair whose two responses are the same text is never judged: it is a tie by construction.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from rlaif.templates import fingerprint, renderer
 LABELS = ("A", "B")
 DEFAULT_TEMPLATES = {"logprob": "judge_logprob.j2", "cot": "judge_cot.j2"}
 VERDICT_TEMPLATE = "_cot_verdict.j2"  # the turn after a CoT rationale, scored by log-probs
+CACHE_VERSION = "p_first-v2"  # in every key: caches written before the p_first records are not reused
 PARSED = {"A": 1.0, "B": 0.0, "TIE": 0.5}  # a parsed verdict line as P(shown-first is better)
 VERDICT_RE = re.compile(r"^\s*\**\s*verdict\s*\**\s*:\s*\**\s*(A|B|tie)\s*\**\s*\.?\s*$", re.IGNORECASE)
 
@@ -38,6 +44,29 @@ class Job:
     text: str
     key: str
     verdict_text: str = ""  # chain of thought: the follow-up turn whose first reply token is scored
+
+
+def judge_mode(constitution, engine) -> str:
+    """The constitution's label mode; endpoints without log-probs fall back to chain of thought."""
+    if constitution.label_mode == "logprob" and not getattr(engine, "supports_logprobs", True):
+        return "cot"
+    return constitution.label_mode
+
+
+def judge_settings(cfg, mode: str) -> dict:
+    """Scoring settings that change a judgment's output in `mode` (they go into its cache key). The rationale's
+    token budget matters only to chain of thought: in log-prob mode it changes nothing, so it re-judges nothing."""
+    return {"labels": list(LABELS), **({"max_new_tokens": cfg.judge.max_new_tokens} if mode == "cot" else {})}
+
+
+def is_identical(pair: dict) -> bool:
+    """The two responses are the same text (whitespace at the ends aside): no preference can come of it."""
+    return pair["response_a"].strip() == pair["response_b"].strip()
+
+
+def principle_hash(principle: Principle) -> str:
+    """The hash of the principle text a judgment was made with (kept in each judgment)."""
+    return hashlib.sha256(principle.text.encode()).hexdigest()[:12]
 
 
 def parse_verdict(text: str) -> str | None:
@@ -76,8 +105,12 @@ def iter_jobs(pairs: Iterable[dict], constitution: Constitution, seed: int, iden
         yield jobs.render(*spec)
 
 
-def _specs(pairs: Iterable[dict], constitution: Constitution, seed: int) -> Iterator[tuple]:
+def _specs(pairs: Iterable[dict], constitution: Constitution, seed: int, identical: list | None = None) -> Iterator[tuple]:
     for pair in pairs:
+        if is_identical(pair):
+            if identical is not None:
+                identical[0] += 1
+            continue
         for principle, _ in constitution.sample(pair["pair_id"], seed):
             for order in ("ab", "ba"):
                 yield pair, principle, order
@@ -94,14 +127,15 @@ class _Jobs:
         self.text = renderer(template, where, mitigate, dirs)
         self.verdict = renderer(VERDICT_TEMPLATE, where, mitigate, dirs) if mode == "cot" else None
         self.identity, self.mode, self.settings = identity, mode, settings
-        self.fingerprint = json.dumps([fingerprint(dirs, mitigate), template, identity, mode, settings], sort_keys=True)
+        self.fingerprint = json.dumps([CACHE_VERSION, fingerprint(dirs, mitigate), template, identity, mode, settings],
+                                      sort_keys=True)
         self.principles = {}
 
     def render(self, pair: dict, principle: Principle, order: str) -> Job:
         a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
         text = self.text(principle=principle, prompt=pair["prompt"], response_a=a, response_b=b)
         verdict = self.verdict(principle=principle) if self.verdict else ""
-        identity_of = [text, self.identity, self.mode, self.settings] + ([verdict] if verdict else [])
+        identity_of = [CACHE_VERSION, text, self.identity, self.mode, self.settings] + ([verdict] if verdict else [])
         key = hashlib.sha256(json.dumps(identity_of, sort_keys=True).encode()).hexdigest()
         return Job(pair["pair_id"], principle, order, text, key, verdict)
 
@@ -117,6 +151,8 @@ class _Jobs:
 
 
 def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]:
+    """Cache records, one per job: {key, p_first (P(shown-first is better), None if unparseable), raw_output,
+    judge, mode}. Nothing in them depends on the order the job belongs to."""
     convs = [[{"role": "user", "content": j.text}] for j in jobs]
     if mode == "logprob":
         outputs = engine.label_logprobs(convs, LABELS)
@@ -134,19 +170,22 @@ def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]
             outputs = [{"rationale": r, "verdict_logprobs": v} for r, v in zip(rationales, verdicts)]
             scored = [label_probability(v, *LABELS) for v in verdicts]  # None when a label is missing
             firsts = [p if p is not None else f for p, f in zip(scored, firsts)]
-    records = []
-    for job, out, first in zip(jobs, outputs, firsts):
-        p_a = to_original(first, job.order)
-        records.append(to_dict(Judgment(job.pair_id, job.principle.id, job.order, p_a, verdict_of(p_a), out,
-                                        engine.identity, job.key, mode)))
-    return records
+    return [{"key": job.key, "p_first": first, "raw_output": out, "judge": engine.identity, "mode": mode}
+            for job, out, first in zip(jobs, outputs, firsts)]
+
+
+def oriented(job: Job, cached: dict) -> dict:
+    """The judgment of `job` from a cache record: P(shown first) turned into P(response_a) by the job's order."""
+    p_a = to_original(cached["p_first"], job.order)
+    return to_dict(Judgment(job.pair_id, job.principle.id, job.order, p_a, verdict_of(p_a), cached["raw_output"],
+                            cached["judge"], job.key, cached["mode"], principle_hash(job.principle)))
 
 
 def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: int, mode: str, settings: dict,
               cache_path: Path | None = None, batch_size: int | None = None, mitigate: bool = True,
               progress: bool = True) -> tuple[list[dict], dict]:
     """Judge every pair; reuse cached judgments by key. Returns (judgments in job order, counts).
-    batch_size None: the engine's own."""
+    Pairs of identical responses are skipped and counted (`identical`). batch_size None: the engine's own."""
     counts = {}
     out = list(iter_judge(engine, pairs, constitution, seed=seed, mode=mode, settings=settings, cache_path=cache_path,
                           batch_size=batch_size, mitigate=mitigate, progress=progress, counts=counts))
@@ -166,6 +205,7 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
     cache = JudgmentCache(cache_path) if cache_path else _MemoryCache()
     counts = {} if counts is None else counts
     total = judged = failures = 0
+    identical = [0]  # pairs of identical responses, skipped
     window, todo = deque(), {}  # window: [job, record or None] in job order; todo: key -> job to score
     per_pair = 2 * (len(constitution.principles) if constitution.principles_per_comparison == "all"
                     else min(constitution.principles_per_comparison, len(constitution.principles)))
@@ -189,13 +229,14 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
     def ready():
         nonlocal failures
         while window and window[0][1] is not None:
-            j, record = window.popleft()  # cached records may come from another pair with the same text: re-label
-            failures += record["verdict"] is None
+            j, record = window.popleft()
+            out = oriented(j, record)  # cached records may come from another pair with the same text
+            failures += out["verdict"] is None
             bar.update()
-            yield {**record, "pair_id": j.pair_id, "principle_id": j.principle.id, "order": j.order}
+            yield out
 
     try:
-        maker, specs = _Jobs(constitution, engine.identity, mode, settings, mitigate), _specs(pairs, constitution, seed)
+        maker, specs = _Jobs(constitution, engine.identity, mode, settings, mitigate), _specs(pairs, constitution, seed, identical)
         while chunk := list(islice(specs, 512)):
             jobs = _keyed(maker, chunk, cache)
             found = cache.get_many(j.key for j in jobs)
@@ -218,7 +259,8 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
     finally:
         bar.close()
         cache.close()
-    counts.update({"judgments": total, "judged": judged, "reused": total - judged, "parse_failures": failures})
+    counts.update({"judgments": total, "judged": judged, "reused": total - judged, "parse_failures": failures,
+                   "identical": identical[0]})
 def _keyed(maker: _Jobs, chunk: list[tuple], cache) -> list[Job]:
     """Jobs for the specs: rendered, or only keyed (text None) when the cache remembers their inputs."""
     if not cache.remembers:
@@ -252,13 +294,17 @@ class _MemoryCache:
 def pair_scores(pairs: list[dict], judgments: list[dict], constitution: Constitution, seed: int,
                 orders: tuple = ("ab", "ba")) -> dict:
     """pair_id -> score in [0, 1] (P(response_a is better)): mean over `orders`, then the weighted mean over
-    the pair's principles. None when no judgment of the pair parsed. orders=("ab",) gives single-order scores."""
+    the pair's principles. None when no judgment of the pair parsed. orders=("ab",) gives single-order scores.
+    A pair of identical responses scores 0.5 (a tie by construction; it is never judged)."""
     by = {}
     for r in judgments:
         if r["p_a"] is not None and r["order"] in orders:
             by.setdefault((r["pair_id"], r["principle_id"]), []).append(r["p_a"])
     scores = {}
     for pair in pairs:
+        if is_identical(pair):
+            scores[pair["pair_id"]] = 0.5
+            continue
         num = den = 0.0
         for principle, weight in constitution.sample(pair["pair_id"], seed):
             ps = by.get((pair["pair_id"], principle.id))

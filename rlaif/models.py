@@ -56,16 +56,34 @@ def resolve(name: str) -> tuple[str, str]:
             raise RlaifError(f"model folder {name!r} not found or has no config.json", "--policy-model/--judge-model",
                              f"pass a transformers model folder, a hub id, or {EMBEDDED_MODEL}")
         return str(p.resolve()), f"local:{p.resolve()}@{_folder_revision(p)}"
-    return name, f"hub:{name}"  # hub id; loads offline from the local HF cache unless HF_HUB_OFFLINE=0
+    return name, f"hub:{name}@{_hub_commit(name)}"  # loads offline from the local HF cache unless HF_HUB_OFFLINE=0
+
+
+SMALL_FILE = 64 << 20  # files below this are hashed by content; weights above it by name, size and mtime
 
 
 def _folder_revision(p: Path) -> str:
-    """Cheap identity of a local folder's weights: names, sizes and mtimes."""
+    """Identity of everything in a local model folder that can change its outputs: the weights, config.json,
+    the tokenizer files, the chat template and generation_config.json. Every file at the top of the folder
+    counts (hidden files aside); small ones by content, large weight files by name, size and mtime."""
     h = hashlib.sha256()
-    for f in sorted(p.glob("*.safetensors")) + [p / "config.json"]:
+    for f in sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")):
         st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        digest = sha256_file(f) if st.st_size < SMALL_FILE else f"{st.st_size}:{st.st_mtime_ns}"
+        h.update(f"{f.name}:{digest}\n".encode())
     return h.hexdigest()[:12]
+
+
+def _hub_commit(name: str) -> str:
+    """The commit of a hub id's snapshot in the local Hugging Face cache (what an offline load uses), or
+    "not-cached" when the cache has no snapshot of it."""
+    try:
+        from huggingface_hub import constants
+
+        ref = Path(constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "refs" / "main"
+        return ref.read_text().strip() or "not-cached"
+    except (OSError, ImportError):
+        return "not-cached"
 
 
 def embedded_folder() -> Path:

@@ -15,12 +15,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-KEPT_COUNTS = ("kept", "dropped", "tied", "unjudged")
+KEPT_COUNTS = ("kept", "dropped", "tied", "unjudged", "identical")
+
+from rlaif.judge import is_identical
 
 
 def build(pairs: list[dict], scores: dict, judgments: list[dict], min_margin: float) -> tuple[list[dict], dict]:
     """Keep a pair when |score - 0.5| > min_margin. margin = |score - 0.5| (0 to 0.5).
-    votes: per principle, how many single-order verdicts favoured a and b."""
+    votes: per principle, how many single-order verdicts favoured a and b.
+    A pair whose two responses are the same text is never a preference: counted as `identical` and dropped."""
     votes = {}
     for r in judgments:
         _vote(votes.setdefault(r["pair_id"], {}), r)
@@ -38,6 +41,9 @@ def _vote(votes: dict, r: dict) -> None:
 
 
 def _row(pair: dict, score: float | None, votes: dict, min_margin: float, counts: Counter) -> dict | None:
+    if is_identical(pair):
+        counts["identical"] += 1
+        return None
     if score is None:
         counts["unjudged"] += 1
         return None

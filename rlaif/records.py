@@ -27,6 +27,7 @@ class Judgment:
     judge: str
     key: str
     mode: str = "logprob"
+    principle_hash: str = ""  # sha256 of the principle text judged with, first 12 hex digits
 
 
 def to_dict(record) -> dict:

@@ -184,7 +184,8 @@ COLUMNS = [("judge", "judge"), ("judge_model", "model"), ("n_pairs", "n"), ("n_d
            ("cohen_kappa", "kappa"), ("position_consistency", "position consistency"),
            ("prefer_first", "prefer first"), ("prefer_longer_judge", "prefer longer (judge)"),
            ("prefer_longer_human", "prefer longer (human)"), ("parse_failures", "parse failures"),
-           ("brier", "Brier"), ("ece", "ECE"), ("human_agreement", "human-human"), ("seconds", "seconds")]
+           ("brier", "Brier"), ("ece", "ECE"), ("human_agreement", "human-human (leave one out)"),
+           ("agreement_loo", "judge-human (leave one out)"), ("seconds", "seconds")]
 
 
 def disagreements(pairs, human: list[str], verdicts: list, p_a: list, k: int = 10) -> list[tuple]:
@@ -205,7 +206,9 @@ def agreement_report(root: Path, results: dict, details: dict, pairs, *, constit
     sections = [("Summary", f"<p>{len(pairs)} human-labelled pairs from {esc(source)}; constitution "
                  f"{esc(constitution)}. Agreement counts pairs where both human and judge chose a or b. "
                  "<code>length</code> prefers the longer response, <code>random</code> is a seeded coin: "
-                 "baselines a useful judge should beat.</p>" + table(rows, COLUMNS)),
+                 "baselines a useful judge should beat. With several annotators, only the two leave-one-out columns "
+                 "compare: each held-out annotator, and the judge, against the majority of the other annotators. "
+                 "The 95% CI is Wilson's score interval on the decided pairs.</p>" + table(rows, COLUMNS)),
                 ("Agreement", img(save_png(plot_agreement(results), root / "agreement.png"), "agreement"))]
     if any(r.get("per_principle") for r in results.values()):
         per_rows = [{"judge": n, "principle": pid, **v} for n, r in results.items()

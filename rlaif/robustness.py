@@ -14,12 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from rlaif import ROOT
+from rlaif import DATA_DIR
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.store import atomic_write_json, atomic_write_text, default_run_dir
 
-DEFAULT_PAIRS = ROOT / "data" / "injection" / "pairs.jsonl"
+DEFAULT_PAIRS = DATA_DIR / "injection" / "pairs.jsonl"
 FIELDS = ("id", "prompt", "response_a", "response_b", "better", "injection", "control", "kind")
 VARIANTS = ("clean", "injected", "control")
 
@@ -106,10 +106,10 @@ def figures(pairs: list[dict], verdicts: dict) -> dict:
 
 def judge_all(engine, pairs, constitution, cfg, mitigate: bool, cache: Path) -> dict:
     """id -> {variant: pair verdict}; each variant list is judged separately with the set's ids."""
-    from rlaif.judge import pair_scores, run_judge, verdict_of
-    from rlaif.run import judge_mode, judge_settings
+    from rlaif.judge import judge_mode, judge_settings, pair_scores, run_judge, verdict_of
 
-    mode, settings = judge_mode(constitution, engine), judge_settings(cfg)
+    mode = judge_mode(constitution, engine)
+    settings = judge_settings(cfg, mode)
     out = {p["id"]: {} for p in pairs}
     for name in VARIANTS:
         items = [variants(p)[name] for p in pairs]
@@ -172,7 +172,7 @@ def main(cfg, args) -> int:
     if root.exists() and not root.is_dir():
         raise RlaifError("output path exists and is not a folder", str(root), "pass a folder to --output-dir")
     from rlaif.engines.factory import EnginePool
-    from rlaif.run import judge_mode
+    from rlaif.judge import judge_mode
 
     pool = EnginePool(cfg)
     try:

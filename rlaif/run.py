@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 import time
@@ -9,36 +10,25 @@ from pathlib import Path
 
 import yaml
 
-from rlaif import ROOT, config as config_mod
+from rlaif import DATA_DIR, config as config_mod
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.generate import load_prompts
 from rlaif.store import (PairsFile, Run, atomic_write_lines, atomic_write_text, default_run_dir, iter_jsonl,
                          read_jsonl)
 
-EXAMPLES = ROOT / "data" / "dry_run_examples.jsonl"
-
-
-def judge_settings(cfg) -> dict:
-    """Scoring settings that change a judgment's output (they go into its cache key)."""
-    return {"labels": ["A", "B"], "max_new_tokens": cfg.judge.max_new_tokens}
-
-
-def judge_mode(constitution, engine) -> str:
-    """The constitution's label mode; endpoints without log-probs fall back to chain of thought."""
-    if constitution.label_mode == "logprob" and not getattr(engine, "supports_logprobs", True):
-        return "cot"
-    return constitution.label_mode
+EXAMPLES = DATA_DIR / "dry_run_examples.jsonl"
 
 
 def print_dry_run(cfg, constitution) -> int:
     """Print the first judge prompts exactly as rendered; no model, no writes."""
-    from rlaif.judge import make_jobs
+    from rlaif.judge import judge_settings, make_jobs
 
     out = Path(cfg.output_dir) if cfg.output_dir else None
     source = out / "pairs.jsonl" if out and (out / "pairs.jsonl").exists() else EXAMPLES
     pairs = read_jsonl(source)[:2]
-    jobs = make_jobs(pairs, constitution, cfg.seed, "dry-run", constitution.label_mode, judge_settings(cfg))
+    jobs = make_jobs(pairs, constitution, cfg.seed, "dry-run", constitution.label_mode,
+                     judge_settings(cfg, constitution.label_mode))
     print(f"# constitution {constitution.path}: {len(constitution.principles)} principles, template "
           f"{constitution.template}, label mode {constitution.label_mode}; pairs from {source}")
     for job in jobs:
@@ -72,12 +62,17 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
     if "generate" not in cfg.stages and needs_pairs and not run.pairs.exists():
         raise RlaifError(f"stage {needs_pairs[0]} needs pairs.jsonl, which this run folder lacks", str(root),
                          "add generate to --stages, or point --output-dir at a run that has pairs")
+    uses_prompts = bool(prompts)
+    if uses_prompts:  # the folder's recorded eval prompts win; a clash with training prompts stops here
+        from rlaif import splits
+
+        eval_prompts = splits.resolve(run, train_prompts if "generate" in cfg.stages else [], eval_prompts)
     created = not root.exists()
     from rlaif.engines.factory import EnginePool
 
-    pool = EnginePool(cfg)
+    pool = EnginePool(cfg, plan=engine_plan(cfg, run))
     try:
-        return _run(cfg, constitution, run, pool, train_prompts, eval_prompts)
+        return _run(cfg, constitution, run, pool, train_prompts, eval_prompts, uses_prompts)
     except RlaifError:
         if created and not any(run.stages.glob("*.done")):
             shutil.rmtree(root, ignore_errors=True)  # nothing finished: leave nothing half-written behind
@@ -86,11 +81,29 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
         pool.close()
 
 
+def engine_plan(cfg, run: Run) -> list:
+    """The models each step needs, in run order. The pool releases an engine as soon as the next step does not
+    need it: training starts with none alive, and evaluation holds one model at a time."""
+    policy, judge = (cfg.generate.model, cfg.generate.base_url), (cfg.judge.model, cfg.judge.base_url)
+    needs = {"generate": [policy], "judge": [judge], "eval-policy": [(str(run.policy), None)],
+             "eval-base": [policy], "eval-judge": [judge]}
+    steps = list(cfg.stages) + (["eval-policy", "eval-base", "eval-judge"] if "policy" in cfg.stages else [])
+    return [(step, needs.get(step, [])) for step in steps]
+
+
 def _stage(run: Run, name: str, started: float, info: dict, cfg, constitution) -> None:
-    """Record a finished stage: the resolved config and frozen constitution it ran with, its counts, its marker."""
+    """Record a finished stage: the resolved config and frozen constitution it ran with, its counts, its marker.
+    Every version of the constitution the folder has seen stays in constitutions/<sha256[:12]>.yaml."""
     info = {**info, "seconds": round(time.time() - started, 2)}
+    torch = sys.modules.get("torch")  # peak GPU memory this process allocated during the stage (not vLLM's workers)
+    if torch is not None and torch.cuda.is_available():
+        info["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+        torch.cuda.reset_peak_memory_stats()
     atomic_write_text(run.config, yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
     atomic_write_text(run.constitution, constitution.text)
+    version = run.root / "constitutions" / f"{hashlib.sha256(constitution.text.encode()).hexdigest()[:12]}.yaml"
+    if not version.exists():
+        atomic_write_text(version, constitution.text)
     run.update_summary("constitution", {"name": constitution.name, "version": constitution.version,
                                         "path": str(constitution.path)})
     run.update_summary(name, info)
@@ -99,7 +112,7 @@ def _stage(run: Run, name: str, started: float, info: dict, cfg, constitution) -
           file=sys.stderr)
 
 
-def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
+def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_prompts: bool) -> int:
     # Validate models before writing anything: a missing folder or endpoint URL fails here, with no run folder made.
     from rlaif.engines.factory import check_model
 
@@ -109,6 +122,10 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
     if {"judge", "policy"} & set(cfg.stages) and (cfg.judge.model, cfg.judge.base_url) != policy:  # once per model
         check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")
     run.root.mkdir(parents=True, exist_ok=True)
+    if uses_prompts:
+        from rlaif import splits
+
+        splits.record(run, eval_prompts, cfg.generate.prompts)
     pairs = None
     if "generate" in cfg.stages:
         from rlaif.generate import pair_id, run_generate
@@ -125,10 +142,12 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         _stage(run, "generate", t, {**counts, "completion_tokens": tokens,
                                     "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] else None,
                                     "truncated_prompts": engine.stats.get("truncated", 0)}, cfg, constitution)
+        pool.done("generate")  # released unless the judge is the same model
+        del engine
     if pairs is None:
         pairs = PairsFile(run.pairs)
     if "judge" in cfg.stages:
-        from rlaif.judge import iter_judge
+        from rlaif.judge import iter_judge, judge_mode, judge_settings
 
         t = time.time()
         engine = pool.get(cfg.judge.model, cfg.judge.base_url)
@@ -136,7 +155,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
         counts = {}
         atomic_write_lines(run.judgments, iter_judge(engine, pairs, constitution, seed=cfg.seed, mode=mode,
-                                                     settings=judge_settings(cfg), cache_path=run.judgment_cache,
+                                                     settings=judge_settings(cfg, mode), cache_path=run.judgment_cache,
                                                      batch_size=cfg.judge.batch_size, counts=counts))
         print(f"rlaif: judge: reused {counts['reused']} judgments from the cache, judged {counts['judged']}",
               file=sys.stderr)
@@ -144,6 +163,8 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
         _stage(run, "judge", t, {**counts, "mode": mode, "pairs": len(pairs),
                                  "seconds_per_pair": round(seconds / len(pairs), 3) if counts["judged"] and pairs else None,
                                  "engine": getattr(engine, "stats", {})}, cfg, constitution)
+        pool.done("judge")
+        del engine
     if "preferences" in cfg.stages:
         from collections import Counter
 
@@ -167,6 +188,12 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts) -> int:
 
         run_training(cfg, constitution, run, pool, eval_prompts,
                      lambda *a: _stage(*a, cfg, constitution))
+    if (run.root / "splits.json").exists():
+        from rlaif import splits
+
+        recorded = splits.resolve(run, [], eval_prompts)
+        for key, value in splits.summary(run, recorded).items():
+            run.update_summary(key, value)
     from rlaif import run_report
 
     run_report.write(run)

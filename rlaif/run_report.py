@@ -60,6 +60,15 @@ def write(run: Run) -> None:
             principles, ["principle", "judgments", "parse_failures", "mean P(first shown better)"]) +
             "<p>A judge without position bias puts P(first shown better) near 0.5 on average; scoring both orders "
             "cancels what bias there is.</p>"))
+    if (run.root / "human_labels.jsonl").exists():  # written by `rlaif label RUN_DIR`
+        from rlaif.label_store import report_rows
+
+        sections.append(("Judge vs your labels", report.table(report_rows(run.root), [
+            "labeller", "labelled", "a", "b", "tie", "decided", "agree", "agreement", "cohen_kappa"]) +
+            "<p>Your labels from human_labels.jsonl (undone labels left out) against this run's judge verdicts. "
+            "decided: pairs where you and the judge both picked a side; agreement = agree / decided. For confidence "
+            "intervals and baselines: <code>rlaif agreement --constitution C --human "
+            f"{report.esc(run.root / 'human_labels.jsonl')}</code>.</p>"))
     for row in top:
         sections.append((f"Preference {row['pair_id']} (score {row['score']:.3f})",
                          report.pre(row["prompt"][0]["content"], 600) + "<p>chosen</p>" +

@@ -128,12 +128,6 @@ class Run:
     def mark_done(self, stage: str, info: dict) -> None:
         atomic_write_json(self.marker(stage), info)
 
-    def done_info(self, stage: str) -> dict | None:
-        try:
-            return json.loads(self.marker(stage).read_text())
-        except (OSError, ValueError):
-            return None
-
     def update_summary(self, key: str, value) -> dict:
         summary = json.loads(self.summary.read_text()) if self.summary.exists() else {}
         summary[key] = value

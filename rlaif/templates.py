@@ -14,10 +14,8 @@ from pathlib import Path
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
-from rlaif import ROOT
+from rlaif import PROMPTS_DIR
 from rlaif.errors import RlaifError
-
-PROMPTS_DIR = ROOT / "prompts"
 
 _SPECIAL = re.compile(r"<\|([a-zA-Z_]+)\|>")  # ChatML-style special tokens such as <|im_start|>
 _MARKER = re.compile(r"(<<<|>>>)")

@@ -4,24 +4,31 @@ No training loop of our own: each function builds a trl config, runs the trainer
 and tokenizer as an ordinary safetensors transformers folder (written next to `out_dir`, then renamed
 into place) and returns a small metrics dict. Runs unchanged on CPU, on one GPU (bf16) and under
 `accelerate launch` (only rank 0 writes and renames). torch and trl are imported inside the functions.
+The trainers checkpoint into the run folder and resume from there (rlaif.checkpoints); with LoRA the
+saved folder is the merged model and the adapter sits in its adapter/ (rlaif.lora).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
+from rlaif import checkpoints, lora
 from rlaif.config import TrainConfig
 from rlaif.errors import RlaifError
+from rlaif.train_options import trl_options, validate
 
 ALGOS = ("dpo", "ppo", "rloo")
 _PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
 def _setup(cfg: TrainConfig, seed: int, out_dir: Path):
-    """Threads, device flags, the shared trainer kwargs and a clean staging folder next to out_dir."""
+    """Threads, device flags, the shared trainer kwargs and a clean staging folder next to out_dir.
+    The trainer's own output_dir is the stage's checkpoint folder inside the run folder."""
+    validate(cfg)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import torch
     from accelerate import PartialState
@@ -38,11 +45,13 @@ def _setup(cfg: TrainConfig, seed: int, out_dir: Path):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
     state.wait_for_everyone()
+    every = checkpoints.save_steps(cfg)
     common = dict(
-        output_dir=str(staging), use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False,
-        gradient_checkpointing=False, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size, report_to=cfg.report_to, seed=seed, save_strategy="no",
-        eval_strategy="no", logging_steps=1, dataloader_num_workers=0,
+        output_dir=str(checkpoints.folder(out_dir)), use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
+        fp16=False, gradient_checkpointing=False, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size, report_to=cfg.report_to, seed=seed,
+        save_strategy="steps" if every else "no", save_steps=every or 500, save_total_limit=2,
+        eval_strategy="no", logging_steps=1, dataloader_num_workers=0, **trl_options(cfg),
     )
     return state, staging, common
 
@@ -110,16 +119,24 @@ def reward_scores(reward_model: Path, prompts: list[str], responses: list[str], 
     return _score(model, tok, convs, batch_size, None)
 
 
-def _finish(state, staging: Path, out_dir: Path, base_model: str, save=None, trainer=None):
-    """Save into the staging folder (all ranks take part), then rank 0 swaps it into place."""
+def _finish(state, staging: Path, out_dir: Path, base_model: str, save=None, trainer=None, load_base=None):
+    """Save into the staging folder (all ranks take part), then rank 0 swaps it into place and drops the
+    stage's checkpoints. With LoRA (load_base given) the adapter goes to staging/adapter and staging gets
+    the merged model."""
     out_dir = Path(out_dir)
+    target = staging / lora.ADAPTER if load_base else staging
     if save is not None:
-        save()
+        save(target)
     else:
-        trainer.save_model(str(staging))
+        trainer.save_model(str(target))
     if state.is_main_process:
+        if load_base:
+            lora.merge_into(staging, base_model, load_base)
+        if trainer is not None:  # steps and the logged losses, as in a trl checkpoint
+            trainer.state.save_to_json(str(staging / "trainer_state.json"))
         _tokenizer(base_model).save_pretrained(staging)  # the untouched tokenizer (trainers may change padding)
-        (staging / "training_args.bin").unlink(missing_ok=True)
+        for folder in (staging, staging / lora.ADAPTER):
+            (folder / "training_args.bin").unlink(missing_ok=True)  # a pickle, and of no use to a reader
         old = out_dir.parent / f".{out_dir.name}.old"
         shutil.rmtree(old, ignore_errors=True)
         if out_dir.exists():
@@ -127,15 +144,27 @@ def _finish(state, staging: Path, out_dir: Path, base_model: str, save=None, tra
         os.replace(staging, out_dir)
         shutil.rmtree(old, ignore_errors=True)
     state.wait_for_everyone()
+    checkpoints.remove(out_dir, state)
 
 
-def _run(trainer) -> dict:
+def _resume(state, out_dir: Path, label: str, *fingerprint_args) -> str | None:
+    return checkpoints.prepare(out_dir, checkpoints.fingerprint(*fingerprint_args), state, label)
+
+
+def _run(trainer, resume: str | None, label: str, model=None) -> dict:
+    """Train (from the checkpoint `resume` if given); seconds_per_step counts only the steps run now."""
+    share = lora.trainable_share(model if model is not None else trainer.model)
+    if trainer.accelerator.is_main_process:
+        print(f"rlaif: {label}: training {share['trainable_params']:,} of {share['total_params']:,} parameters "
+              f"({100 * share['trainable_share']:.2f}%)", file=sys.stderr)
     t0 = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume) if resume else trainer.train()
     seconds = time.perf_counter() - t0
     steps = int(trainer.state.global_step)
-    return {"steps": steps, "seconds_per_step": seconds / max(steps, 1),
-            "precision": str(trainer.accelerator.mixed_precision), "history": trainer.state.log_history}
+    start = checkpoints.step_of(resume) if resume else 0
+    return {"steps": steps, "resumed_from_step": start, "seconds_per_step": seconds / max(steps - start, 1),
+            "trainable_share": share["trainable_share"], "precision": str(trainer.accelerator.mixed_precision),
+            "history": trainer.state.log_history}
 
 
 def _mean_logged(history: list, key: str) -> float | None:
@@ -164,14 +193,21 @@ def train_reward(base_model: str, dataset, out_dir: Path, cfg: TrainConfig, seed
     train = train.map(lambda ex: {"chosen_ids": _encode(tok, ex["prompt"] + ex["chosen"], cfg.max_length),
                                   "rejected_ids": _encode(tok, ex["prompt"] + ex["rejected"], cfg.max_length)},
                       remove_columns=list(_PAIR_COLUMNS))
+    resume = _resume(state, out_dir, Path(out_dir).name, "reward", base_model, cfg, seed, train)
+
+    def load_base(path):
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
+                                                                   use_safetensors=True)
+        model.config.pad_token_id = tok.pad_token_id
+        return model
+
     set_seed(seed)  # the score head is freshly initialised
-    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=torch.float32,
-                                                               use_safetensors=True)
-    model.config.pad_token_id = tok.pad_token_id
+    model = load_base(base_model)
     args = RewardConfig(max_length=cfg.max_length, **common)
-    trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
-    run = _run(trainer)
-    _finish(state, staging, out_dir, base_model, trainer=trainer)
+    peft = lora.peft_config(cfg, "SEQ_CLS")
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok, peft_config=peft)
+    run = _run(trainer, resume, Path(out_dir).name)
+    _finish(state, staging, out_dir, base_model, trainer=trainer, load_base=load_base if peft else None)
     del trainer, model
 
     acc = [None]
@@ -183,9 +219,13 @@ def train_reward(base_model: str, dataset, out_dir: Path, cfg: TrainConfig, seed
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
         broadcast_object_list(acc)
-    return {"reward_accuracy": acc[0], "n_train": len(train), "n_eval": n_eval, "steps": run["steps"],
-            "seconds_per_step": run["seconds_per_step"], "train_loss": _mean_logged(run["history"], "loss"),
-            "precision": run["precision"]}
+    return {"reward_accuracy": acc[0], "n_train": len(train), "n_eval": n_eval, **_figures(run, "loss", cfg)}
+
+
+def _figures(run: dict, loss_key: str, cfg: TrainConfig) -> dict:
+    return {"steps": run["steps"], "resumed_from_step": run["resumed_from_step"],
+            "seconds_per_step": run["seconds_per_step"], "train_loss": _mean_logged(run["history"], loss_key),
+            "precision": run["precision"], "lora_r": cfg.lora_r, "trainable_share": run["trainable_share"]}
 
 
 def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cfg: TrainConfig, seed: int, *,
@@ -204,14 +244,27 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
     state, staging, common = _setup(cfg, seed, out_dir)
     resp_len = response_length or max(8, min(64, cfg.max_length // 4))
     init = {"dtype": "float32", "use_safetensors": True}  # never unpickle weights
-    save = None
+    label = Path(out_dir).name
+    peft = lora.peft_config(cfg, "CAUSAL_LM")
+    save = model = None
+    if algo == "ppo":  # trl's PPOTrainer.train() takes no resume_from_checkpoint
+        common.update(save_strategy="no")
+        resume = None
+        if state.is_main_process:
+            print(f"rlaif: {label}: trl's PPO trainer cannot resume from a checkpoint; PPO saves none and a rerun "
+                  "starts it over", file=sys.stderr)
+    else:
+        extra = "" if algo == "dpo" else f"{reward_model}:{resp_len}"
+        resume = _resume(state, out_dir, label, "policy", base_model, cfg, seed, pairs, extra)
     if algo == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        args = DPOConfig(beta=cfg.beta, max_length=cfg.max_length, model_init_kwargs=init, **common)
-        # ref_model=None with a model path: trl loads a frozen reference copy from the same path.
+        args = DPOConfig(beta=cfg.beta, max_length=cfg.max_length, model_init_kwargs=init, loss_type=[cfg.loss_type],
+                         **common)
+        # ref_model=None with a model path: trl loads a frozen reference copy from the same path (with LoRA, the
+        # reference is the same model with its adapter switched off).
         trainer = DPOTrainer(model=base_model, ref_model=None, args=args, train_dataset=pairs,
-                             processing_class=_tokenizer(base_model))
+                             processing_class=_tokenizer(base_model), peft_config=peft)
         loss_key = "loss"
     elif algo == "rloo":
         RLOOConfig, RLOOTrainer = _import_rloo()
@@ -219,16 +272,25 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
         world = state.num_processes
         args = RLOOConfig(beta=cfg.beta, num_generations=2, max_completion_length=resp_len, model_init_kwargs=init,
                           steps_per_generation=None if cfg.batch_size * world % 2 == 0 else 2, **common)
-        trainer = RLOOTrainer(model=base_model, reward_funcs=str(reward_model), args=args,
+        trainer = RLOOTrainer(model=base_model, reward_funcs=str(reward_model), args=args, peft_config=peft,
                               train_dataset=pairs.select_columns(["prompt"]), processing_class=_tokenizer(base_model))
         loss_key = "loss"
     else:
-        trainer, save = _ppo_trainer(base_model, reward_model, pairs, cfg, state, staging, common, resp_len)
+        from rlaif.ppo import ppo_trainer
+
+        trainer, save = ppo_trainer(base_model, reward_model, pairs, cfg, state, common, resp_len, peft)
+        model = trainer.accelerator.unwrap_model(trainer.model).policy
         loss_key = "loss/policy_avg"
-    run = _run(trainer)
-    _finish(state, staging, out_dir, base_model, save=save, trainer=trainer)
-    return {"algo": algo, "n_train": len(pairs), "steps": run["steps"], "seconds_per_step": run["seconds_per_step"],
-            "train_loss": _mean_logged(run["history"], loss_key), "precision": run["precision"]}
+    run = _run(trainer, resume, label, model)
+    _finish(state, staging, out_dir, base_model, save=save, trainer=trainer, load_base=_load_causal if peft else None)
+    return {"algo": algo, "n_train": len(pairs), **_figures(run, loss_key, cfg)}
+
+
+def _load_causal(path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
 
 
 def _import_rloo():
@@ -244,50 +306,3 @@ def _import_rloo():
     finally:
         import_utils.is_vllm_available = real
     return RLOOConfig, RLOOTrainer
-
-
-def _ppo_trainer(base_model, reward_model, pairs, cfg, state, staging, common, resp_len):
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
-
-    tok = _tokenizer(base_model, padding_side="left")
-    if tok.pad_token_id == tok.eos_token_id:
-        # trl's PPO masks every pad-id token, prompt included; with pad == eos (ChatML <|im_end|>) it would hide
-        # each turn's end marker from the policy and the reward model. Use another special token for padding.
-        vocab = tok.get_vocab()
-        for t in (tok.unk_token, "<|endoftext|>"):
-            if t and t in vocab and vocab[t] not in (tok.eos_token_id, tok.bos_token_id):
-                tok.pad_token = t
-                break
-    keep = max(1, cfg.max_length - resp_len)  # prompt tokens kept (the end, where the generation prompt is)
-    ids = [list(tok.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=True)
-                ["input_ids"])[-keep:] for p in pairs["prompt"]]
-    data = Dataset.from_dict({"input_ids": ids})
-    set_seed(common["seed"])
-    f32 = torch.float32
-    policy = AutoModelForCausalLM.from_pretrained(base_model, dtype=f32, use_safetensors=True)
-    ref = AutoModelForCausalLM.from_pretrained(base_model, dtype=f32, use_safetensors=True)
-    reward = AutoModelForSequenceClassification.from_pretrained(str(reward_model), num_labels=1, dtype=f32, use_safetensors=True)
-    value = AutoModelForSequenceClassification.from_pretrained(str(reward_model), num_labels=1, dtype=f32, use_safetensors=True)
-    for m in (reward, value):
-        m.config.pad_token_id = tok.pad_token_id
-    args = PPOConfig(
-        # one PPO update (rollout + num_ppo_epochs passes) per global batch; cfg.max_steps updates in all
-        total_episodes=cfg.max_steps * cfg.batch_size * state.num_processes, num_mini_batches=1,
-        local_rollout_forward_batch_size=cfg.batch_size, response_length=resp_len, stop_token="eos",
-        kl_coef=cfg.beta, num_sample_generations=0, **common)
-    if args.bf16:  # PPOTrainer builds its own Accelerator(), which reads the precision only from the environment
-        os.environ.setdefault("ACCELERATE_MIXED_PRECISION", "bf16")
-    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
-                         train_dataset=data, value_model=value)
-
-    def save():  # PPO's model wraps policy + value: save only the policy (state dict gathered under ZeRO-3)
-        acc = trainer.accelerator
-        full = acc.get_state_dict(trainer.model)
-        if acc.is_main_process:
-            sd = {k[len("policy."):]: v for k, v in full.items() if k.startswith("policy.")}
-            acc.unwrap_model(trainer.model).policy.save_pretrained(staging, state_dict=sd, safe_serialization=True)
-
-    return trainer, save

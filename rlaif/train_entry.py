@@ -9,30 +9,31 @@ Prints the metrics as one JSON line (main process only).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-from rlaif.config import TrainConfig
+from rlaif import config as config_mod, flags
+from rlaif.config import TrainConfig, TrainEntryOptions
 from rlaif.errors import RlaifError
+
+
+def build_parser() -> flags.Parser:
+    """TrainEntryOptions, then every TrainConfig setting under its field name (--batch-size; the pipeline's
+    --train-batch-size is an alias), all generated from rlaif/config.py."""
+    p = flags.Parser(prog="python -m rlaif.train_entry", description=__doc__.split("\n\n")[0])
+    group = p.add_argument_group("train_entry options")
+    for path, f, flag in flags.leaves(TrainEntryOptions):
+        flags.add_one(group, f, path, [flag])
+    p.add_argument("--config", help="YAML run config; its `train:` section is read, and flags override it")
+    flags.add_settings(p, TrainConfig, bare=True, title="train settings (YAML section `train:`)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as pipeline.py: no hub unless HF_HUB_OFFLINE=0
-    p = argparse.ArgumentParser(prog="python -m rlaif.train_entry", description=__doc__.split("\n\n")[0])
-    p.add_argument("--base-model", required=True, help="model name or folder (rlaif.models.resolve)")
-    p.add_argument("--preferences", required=True, help="dataset folder from Dataset.save_to_disk")
-    p.add_argument("--output-dir", required=True, help="folder to write the trained model into")
-    p.add_argument("--stage", choices=("reward", "policy"), required=True)
-    p.add_argument("--reward-model", help="trained reward model folder (policy stage, ppo/rloo)")
-    d = TrainConfig()
-    for name in ("algo", "max_steps", "learning_rate", "beta", "batch_size", "max_length", "eval_fraction",
-                 "report_to", "threads"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(d, name)), default=getattr(d, name))
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+    a = build_parser().parse_args(argv)
     try:
         import datasets
         from accelerate import PartialState
@@ -40,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         from rlaif.models import resolve
         from rlaif.train import train_policy, train_reward
 
-        cfg = TrainConfig(**{k: getattr(a, k) for k in ("algo", "max_steps", "learning_rate", "beta", "batch_size",
-                                                        "max_length", "eval_fraction", "report_to", "threads")})
-        base = resolve(a.base_model)[0]
-        ds = datasets.load_from_disk(a.preferences)
-        if a.stage == "reward":
-            metrics = train_reward(base, ds, Path(a.output_dir), cfg, a.seed)
+        opts = flags.apply(TrainEntryOptions(), a)
+        cfg = flags.apply(config_mod.load(a.config).train, a, TrainConfig)
+        base = resolve(opts.base_model)[0]
+        ds = datasets.load_from_disk(opts.preferences)
+        if opts.stage == "reward":
+            metrics = train_reward(base, ds, Path(opts.output_dir), cfg, opts.seed)
         else:
-            metrics = train_policy(base, Path(a.reward_model or ""), ds, Path(a.output_dir), cfg, a.seed)
+            metrics = train_policy(base, Path(opts.reward_model or ""), ds, Path(opts.output_dir), cfg, opts.seed)
     except RlaifError as e:
         print(f"rlaif: error: {e.line()}", file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from rlaif.errors import RlaifError
-from rlaif.generate import derive_seed, pair_id
+from rlaif.engines.base import request_seed
+from rlaif.generate import pair_id
 from rlaif.store import atomic_write_text, jsonl_text
 
 
@@ -56,8 +57,7 @@ def _is_main_process() -> bool:
 def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
     """The trained policy against the base policy on held-out prompts, judged in both orders by the
     judge, and both scored by the trained reward model."""
-    from rlaif.judge import pair_scores, run_judge
-    from rlaif.run import judge_mode, judge_settings
+    from rlaif.judge import judge_mode, judge_settings, pair_scores, run_judge
     from rlaif.train import reward_scores
 
     if not prompts:
@@ -65,18 +65,22 @@ def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
                 "note": "no held-out prompts left in the prompt file after --num-prompts"}
     t = time.time()
     convs = [[{"role": "user", "content": p}] for p in prompts]
-    seed = derive_seed(cfg.seed, "eval")
-    kw = dict(seed=seed, max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
+    seeds = [request_seed(cfg.seed, "eval", pair_id(i, p)) for i, p in enumerate(prompts)]  # same for both models
+    kw = dict(seed=seeds, max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
               top_p=cfg.generate.top_p)
+    # One model at a time: the trained policy, then the base (kept if the judge is the same model), then the judge.
+    policy_out = pool.get(str(run.policy)).generate(convs, **kw)
+    pool.done("eval-policy")
     base_out = pool.get(cfg.generate.model, cfg.generate.base_url).generate(convs, **kw)
-    policy_engine = pool.get(str(run.policy))
-    policy_out = policy_engine.generate(convs, **kw)
+    pool.done("eval-base")
     pairs = [{"pair_id": f"eval-{pair_id(i, p)}", "prompt": p, "response_a": a, "response_b": b}
              for i, (p, a, b) in enumerate(zip(prompts, policy_out, base_out))]
     judge = pool.get(cfg.judge.model, cfg.judge.base_url)
     mode = judge_mode(constitution, judge)
-    judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg),
+    judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
                              batch_size=cfg.judge.batch_size)
+    pool.done("eval-judge")
+    del judge
     scores = pair_scores(pairs, judgments, constitution, cfg.seed)
     decided = [s for s in scores.values() if s is not None]
     wins = sum(1.0 if s > 0.5 else 0.5 if s == 0.5 else 0.0 for s in decided)

@@ -4,6 +4,10 @@ generate, judge and 2 DPO steps (plus reward, PPO and RLOO) on the GPU, through 
 pipeline, and prints timings. Without a GPU it says so in one line and exits 0.
 
     python scripts/gpu_check.py [--tokenizer DIR] [--algos dpo,ppo,rloo]
+    python scripts/gpu_check.py --cli [--size full|small] [--tokenizer DIR] [--human HH.jsonl.gz]
+
+--cli checks the real command line instead (scripts/gpu_check_cli.py): pipeline.py with a small policy and a
+larger judge, all five stages, PPO and RLOO, kill -9 and resume, agreement. --cpu runs either on the CPU.
 """
 
 from __future__ import annotations
@@ -48,12 +52,22 @@ def main() -> int:
     ap.add_argument("--tokenizer", help="a tokenizer folder (default: a small BPE trained here, no files needed)")
     ap.add_argument("--algos", default="dpo,ppo,rloo")
     ap.add_argument("--cpu", action="store_true", help="run the same checks on the CPU (to test this script)")
+    ap.add_argument("--cli", action="store_true", help="check pipeline.py itself, with two models (gpu_check_cli.py)")
+    ap.add_argument("--size", choices=["full", "small"], default="full", help="--cli: full (GPU) or small (CPU test)")
+    ap.add_argument("--human", help="--cli: the HH-RLHF test file (default ../shared/data or .whl/data)")
+    ap.add_argument("--work", help="--cli: keep the models, runs and logs in this folder")
     args = ap.parse_args()
     import torch
 
     if not torch.cuda.is_available() and not args.cpu:
         print("gpu_check: no CUDA device found; nothing to check (exit 0)")
         return 0
+    if args.cli:
+        if args.cpu:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the pipeline processes too
+        from gpu_check_cli import main as cli_main
+
+        return cli_main(args)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from rlaif.config import TrainConfig

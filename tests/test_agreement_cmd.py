@@ -121,20 +121,11 @@ def test_model_judge_with_fake_engine(tmp_path, monkeypatch):
     assert unparsed and model["parse_failures"] == len(unparsed)  # one principle: a failed judgment = a null verdict
     per = model["per_principle"]
     assert set(per) <= {"harm", "help", "honest"} and sum(v["n"] for v in per.values()) == 12
-    # recompute one principle's agreement from the cached judgments and the human labels
-    from rlaif.humans import read_human_pairs
-
-    human = {p.pair_id: p.labels[0] for p in read_human_pairs(str(FIXTURE))[0]}
+    # the cache holds what the judge saw, one record per rendered prompt: P(shown first), no pair or order
     cache = read_jsonl(out / "cache" / "judgments.jsonl")
-    assert len(cache) == 24
-    pid = max(per, key=lambda k: per[k]["n"])
-    p_by = {}
-    for j in cache:
-        if j["principle_id"] == pid and j["p_a"] is not None:
-            p_by.setdefault(j["pair_id"], []).append(j["p_a"])
-    picks = [(human[k], "a" if sum(v) / len(v) > 0.5 else "b") for k, v in p_by.items() if sum(v) / len(v) != 0.5]
-    assert per[pid]["n_decided"] == len(picks)
-    assert per[pid]["agreement"] == (sum(h == v for h, v in picks) / len(picks) if picks else None)
+    assert len(cache) == 24 and all(set(r) == {"key", "p_first", "raw_output", "judge", "mode"} for r in cache)
+    assert sum(r["p_first"] is None for r in cache) == len(unparsed)
+    assert all(r["p_first"] in (1.0, 0.0) for r in cache if r["p_first"] is not None)
     cal = model["calibration"]
     assert {"brier", "ece", "bins"} <= set(cal) and len(cal["bins"]) == 10 and 0 <= cal["brier"] <= 1
     assert "calibration" not in result["length"] and "calibration" not in result["random"]

@@ -1,25 +1,29 @@
-"""Agreement metrics against small hand-computed examples (arithmetic in the comments)."""
+"""Agreement metrics against independent oracles (scikit-learn, scipy) on random data, and small
+hand-computed examples (arithmetic in the comments)."""
 
 import json
+import random
 
-import numpy as np
 import pytest
+from scipy.stats import binomtest
+from sklearn.metrics import brier_score_loss, cohen_kappa_score
 
 from rlaif.agreement import (
     agreement,
     agreement_with_ties,
-    bootstrap_ci,
     brier,
     cohen_kappa,
     expected_calibration_error,
     first_shown_picked,
     human_agreement,
+    judge_agreement_loo,
     majority_label,
     position_consistency,
     prefer_first,
     prefer_longer,
     reliability_table,
     summarize,
+    wilson_ci,
 )
 
 
@@ -64,26 +68,36 @@ def test_cohen_kappa_hand_computed():
     assert cohen_kappa(human, judge) == pytest.approx(7 / 15)
     # perfect disagreement: p_o=0, p_e=.5 -> (0-.5)/.5 = -1
     assert cohen_kappa(["a", "b"], ["b", "a"]) == pytest.approx(-1.0)
-    # p_e == 1 (everyone always says "a"): defined as 1.0 because p_o == 1
-    assert cohen_kappa(["a", "a"], ["a", "a"]) == 1.0
+    # p_e == 1 (everyone always says "a"): 0/0, undefined, whatever p_o is
+    assert cohen_kappa(["a", "a"], ["a", "a"]) is None
     assert cohen_kappa(["tie"], ["a"]) is None
 
 
-def test_bootstrap_ci_deterministic_and_contains_point():
-    matches = [True] * 7 + [False] * 3  # point estimate 0.7
-    ci = bootstrap_ci(matches, seed=0)
-    assert ci == bootstrap_ci(matches, seed=0)
-    lo, hi = ci
-    assert 0.0 <= lo <= 0.7 <= hi <= 1.0 and lo < hi
-    # exactly the percentile bootstrap with numpy's Generator seeded by `seed`
-    many = [True] * 37 + [False] * 16
-    for seed in (0, 2):
-        idx = np.random.default_rng(seed).integers(0, 53, size=(1000, 53))
-        expected = np.percentile(np.array(many, dtype=float)[idx].mean(axis=1), [2.5, 97.5])
-        assert bootstrap_ci(many, seed=seed) == pytest.approx(list(expected))
-    assert bootstrap_ci(many, seed=0) != bootstrap_ci(many, seed=2)  # the seed is used
-    assert bootstrap_ci([True, True, True]) == [1.0, 1.0]
-    assert bootstrap_ci([]) is None
+@pytest.mark.parametrize("seed", range(20))
+def test_cohen_kappa_matches_scikit_learn(seed):
+    rng = random.Random(seed)
+    n = rng.randint(2, 60)
+    labels = ["a", "b", "tie", None]
+    human = [rng.choice(labels) for _ in range(n)]
+    judge = [h if rng.random() < rng.random() else rng.choice(labels) for h in human]
+    both = [(h, j) for h, j in zip(human, judge) if h in ("a", "b") and j in ("a", "b")]
+    ours = cohen_kappa(human, judge)
+    if len({x for pair in both for x in pair}) < 2:  # one category throughout: kappa is undefined
+        assert ours is None
+    else:
+        assert ours == pytest.approx(cohen_kappa_score([h for h, _ in both], [j for _, j in both]), abs=1e-12)
+
+
+@pytest.mark.parametrize("k,n", [(0, 1), (1, 1), (12, 12), (0, 12), (7, 10), (37, 53), (500, 1000), (999, 1000)])
+def test_wilson_interval_matches_scipy(k, n):
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson_ci(k, n) == pytest.approx([ci.low, ci.high], abs=1e-12)
+
+
+def test_wilson_interval_does_not_collapse_at_the_edges():
+    lo, hi = wilson_ci(12, 12)
+    assert hi == 1.0 and lo < 0.8  # a percentile bootstrap gives [1.0, 1.0] here
+    assert wilson_ci(0, 0) is None
 
 
 def test_position_consistency():
@@ -130,10 +144,24 @@ def test_human_agreement_leave_one_out_with_skips():
     assert human_agreement([["a"], ["b"]]) is None
 
 
-def test_brier():
-    # (1-1)^2=0, (1-.5)^2=.25, (1-0)^2=1, (1-.8)^2=.04 -> 1.29/4
-    assert brier([1.0, 0.5, 0.0, 0.8]) == pytest.approx(0.3225)
+def test_brier_matches_scikit_learn():
+    rng = random.Random(3)
+    probs = [rng.random() for _ in range(200)]  # the judge's P(a better)
+    human_a = [rng.random() < p for p in probs]
+    preferred = [p if a else 1 - p for p, a in zip(probs, human_a)]  # P(the human's choice)
+    assert brier(preferred) == pytest.approx(brier_score_loss(human_a, probs), abs=1e-12)
     assert brier([]) is None
+
+
+def test_judge_agreement_loo_is_computed_like_human_agreement():
+    labels = [["a", "a", "b"], ["a", "a", "a"], ["b", "tie", "b"], ["a"], ["a", "b", "b"]]
+    verdicts = ["a", "b", "b", "a", None]
+    # pair 0: held out 0 -> others [a,b] no top, 1 -> [a,b] none, 2 -> [a,a] a: judge a ✓
+    # pair 1: each held out -> others [a,a]: judge b ✗✗✗
+    # pair 2: held out 0 -> [tie,b] none, 1 -> [b,b] b ✓, 2 -> [b,tie] none
+    # pair 3: no other annotator; pair 4: judge None -> skipped.  2 of 5
+    assert judge_agreement_loo(labels, verdicts) == pytest.approx(0.4)
+    assert judge_agreement_loo([["a"]], ["a"]) is None
 
 
 def test_ece_and_reliability_table():
@@ -164,13 +192,13 @@ def test_summarize_hand_computed():
     ba = ["a", "b", "a", None]
     p_a = [0.9, 0.3, 0.5, None]
     len_a, len_b = [100, 20, 50, 200], [20, 100, 50, 10]
-    s = summarize(human_labels, verdicts, ab, ba, p_a, len_a, len_b, seed=0)
+    s = summarize(human_labels, verdicts, ab, ba, p_a, len_a, len_b, parse_failures=2)
     assert set(s) == {"n_pairs", "agreement", "n_decided", "agreement_ci95", "agreement_with_ties",
                       "cohen_kappa", "position_consistency", "prefer_first", "prefer_longer_judge",
-                      "prefer_longer_human", "parse_failures", "human_agreement", "calibration"}
+                      "prefer_longer_human", "parse_failures", "human_agreement", "agreement_loo", "calibration"}
     assert s["n_pairs"] == 4
     assert (s["agreement"], s["n_decided"]) == (1.0, 2)  # #0 a=a, #1 b=b; #2 human tie, #3 None
-    assert s["agreement_ci95"] == [1.0, 1.0]
+    assert s["agreement_ci95"] == pytest.approx(wilson_ci(2, 2)) and s["agreement_ci95"][0] < 0.5
     assert s["agreement_with_ties"] == 0.75  # #0 ✓ #1 ✓ #2 tie=tie ✓ #3 ✗
     assert s["cohen_kappa"] == 1.0  # p_o=1, p_e=.5
     assert s["position_consistency"] == 0.25  # a/a ✓, a/b ✗, b/a ✗, None/None ✗
@@ -178,9 +206,12 @@ def test_summarize_hand_computed():
     assert s["prefer_first"] == 0.5
     assert s["prefer_longer_judge"] == 1.0  # #0 a longer ✓, #1 b longer ✓, #2 same len, #3 None
     assert s["prefer_longer_human"] == pytest.approx(2 / 3)  # #0 ✓ #1 ✓ #3 b is shorter ✗
-    assert s["parse_failures"] == 2  # None single-order verdicts: one in ab, one in ba
+    assert s["parse_failures"] == 2  # as counted by the caller (judgments, not pairs)
     # [b,b,a]: only ann2 a vs b ✗; [a,b]: a vs b ✗, b vs a ✗ -> 0/3
     assert s["human_agreement"] == 0.0
+    # judge vs others: [b,b,a]: held out 2 -> [b,b] b, judge b ✓; [a,b]: no unique top among one other? held
+    # out 0 -> [b] b, judge tie: skipped (tie) -> 1/1
+    assert s["agreement_loo"] == 1.0
     cal = s["calibration"]
     # kept: #0 (human a, p=.9), #1 (human b, p=.3); preferred p: .9, .7 -> (.01+.09)/2
     assert cal["brier"] == pytest.approx(0.05)

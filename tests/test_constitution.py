@@ -1,6 +1,7 @@
 """Constitution schema, validation errors (file, line, key, fix) and principle sampling."""
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -10,19 +11,31 @@ from rlaif.errors import RlaifError
 
 
 @pytest.mark.parametrize("name", ["safety.yaml", "helpfulness.yaml", "honesty"])
-def test_shipped_constitutions_load(name):
+def test_shipped_constitutions_load(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./constitutions here: the shipped ones inside the package
     c = load(name)
     assert len(c.principles) >= 8
     assert len({p.id for p in c.principles}) == len(c.principles)
     assert c.path.parent == CONSTITUTIONS_DIR and c.description
 
 
-def test_bare_name_and_path_resolution(tmp_path):
+def test_bare_name_and_path_resolution(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert resolve_path("safety.yaml") == CONSTITUTIONS_DIR / "safety.yaml"
     assert resolve_path("safety") == CONSTITUTIONS_DIR / "safety.yaml"
     assert resolve_path(str(tmp_path / "x.yaml")) == tmp_path / "x.yaml"
     with pytest.raises(RlaifError):
         resolve_path("..")
+
+
+def test_bare_name_prefers_the_current_folders_constitutions(tmp_path, monkeypatch):
+    """./constitutions/NAME first, then the shipped one; the shipped files live inside the package."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "constitutions").mkdir()
+    (tmp_path / "constitutions" / "safety.yaml").write_text(MINI_CONSTITUTION)
+    assert load("safety").name == "mini" and load("safety.yaml").path == Path("constitutions/safety.yaml")
+    assert load("honesty").path == CONSTITUTIONS_DIR / "honesty.yaml"  # not in ./constitutions: shipped
+    assert CONSTITUTIONS_DIR.parent.name == "rlaif" and (CONSTITUTIONS_DIR / "safety.yaml").is_file()
 
 
 def _error(tmp_path, text: str) -> str:

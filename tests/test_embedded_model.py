@@ -56,22 +56,37 @@ def test_generation_is_deterministic_and_judge_sees_labels(engine):
 
 
 def test_sampling_is_transformers_temperature_and_top_p_without_a_hidden_top_k(engine):
-    """HF samples what transformers' own warpers sample with top_k=0, through nucleus.py rather than a
-    vocabulary sort. Left to itself transformers would also cut to the top 50 tokens, which vLLM and
-    endpoints do not."""
+    """Each row samples what transformers' own warpers sample with top_k=0 for that conversation alone, seeded
+    with the row's seed, through nucleus.py rather than a vocabulary sort. Left to itself transformers would
+    also cut to the top 50 tokens, which vLLM and endpoints do not."""
     import torch
 
     convs = [[{"role": "user", "content": "Write a short story about a dragon who collects spoons."}],
              [{"role": "user", "content": "List some unusual hobbies."}]]
     kw = dict(max_new_tokens=24, temperature=1.0, top_p=0.98)  # wide nuclei: well over 50 tokens at some steps
-    ours = engine.generate(convs, seed=11, **kw)
-    ids, mask = engine._batch([engine.chat_ids(c, 24) for c in convs])
+    seeds = [11, 12]
+    ours = engine.generate(convs, seed=seeds, **kw)
     for top_k, same in ((0, True), (50, False)):
-        torch.manual_seed(11)
-        with torch.inference_mode():
-            out = engine.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=top_k,
-                                        pad_token_id=engine.tok.pad_token_id, **kw)
-        assert (engine._decode(out, ids.shape[1]) == ours) is same
+        theirs = []
+        for conv, s in zip(convs, seeds):
+            ids, mask = engine._batch([engine.chat_ids(conv, 24)])
+            torch.manual_seed(s)
+            with torch.inference_mode():
+                out = engine.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=top_k,
+                                            pad_token_id=engine.tok.pad_token_id, **kw)
+            theirs += engine._decode(out, ids.shape[1])
+        assert (theirs == ours) is same
+
+
+def test_a_sample_does_not_depend_on_its_batch(engine):
+    """Per-row generators: a conversation's sample is the same alone, at another position, or beside others."""
+    convs = [[{"role": "user", "content": q}] for q in ("Name a fruit.", "Tell me a joke.", "Describe rain.")]
+    kw = dict(max_new_tokens=12, temperature=0.8, top_p=0.95)
+    together = engine.generate(convs, seed=[1, 2, 3], **kw)
+    alone = [engine.generate([c], seed=[s], **kw)[0] for c, s in zip(convs, (1, 2, 3))]
+    reversed_ = engine.generate(convs[::-1], seed=[3, 2, 1], **kw)[::-1]
+    assert together == alone == reversed_
+    assert len(set(engine.generate([convs[0]] * 3, seed=[1, 2, 3], **kw))) > 1  # the seed does matter
 
 
 def test_prompt_longer_than_context_is_truncated_and_counted(engine):

@@ -40,9 +40,12 @@ def test_parallel_flags_reach_vllm(monkeypatch):
     module.VLLMEngine = Recorder
     monkeypatch.setitem(sys.modules, "rlaif.engines.vllm", module)
     monkeypatch.setattr("rlaif.models.resolve", lambda name: ("/models/x", "x"))
-    cfg = _cfg("--engine", "vllm", "--tensor-parallel-size", "4", "--data-parallel-size", "2", "--seed", "3")
+    monkeypatch.setattr(factory.EnginePool, "_context", lambda self, path: 2048)  # no config.json at /models/x
+    cfg = _cfg("--engine", "vllm", "--tensor-parallel-size", "4", "--data-parallel-size", "2", "--seed", "3",
+               "--gpu-memory-utilization", "0.5")
     engine = factory.EnginePool(cfg).get(cfg.judge.model)
     assert seen["tensor_parallel_size"] == 4 and seen["data_parallel_size"] == 2 and seen["seed"] == 3
+    assert seen["gpu_memory_utilization"] == 0.5 and seen["max_model_len"] == 2048
     assert seen["trust_remote_code"] is False
     assert engine.args["tensor_parallel_size"] == 4 and engine.args["data_parallel_size"] == 2
     assert engine.args["enable_prefix_caching"] is True

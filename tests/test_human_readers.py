@@ -128,9 +128,47 @@ def test_bad_row_raises_with_row_number(tmp_path):
     with pytest.raises(RlaifError) as e:
         read_human_pairs(path)
     assert "row 3" in str(e.value) and "label" in str(e.value) and "g.jsonl" in str(e.value)
-    empty = dict(GENERIC[0], response_b="  ")
-    with pytest.raises(RlaifError, match=r"row 2.*response_b"):
-        read_human_pairs(write_jsonl(tmp_path / "e.jsonl", [GENERIC[0], empty]))
+    for bad_value, why in ((None, "missing"), (3, "must be text"), (["x"], "must be text")):
+        row = dict(GENERIC[0], response_b=bad_value)
+        with pytest.raises(RlaifError, match=rf"row 2.*response_b.*{why}"):
+            read_human_pairs(write_jsonl(tmp_path / "e.jsonl", [GENERIC[0], row]))
+    with pytest.raises(RlaifError, match=r"row 2.*prompt.*empty"):  # a prompt must say something
+        read_human_pairs(write_jsonl(tmp_path / "p.jsonl", [GENERIC[0], dict(GENERIC[0], prompt=" ")]))
+
+
+def test_empty_responses_are_real_responses(tmp_path):
+    """A model that said nothing gave a response; people labelled such pairs, and the set keeps every row."""
+    rows = [dict(GENERIC[0], response_b="  "), dict(GENERIC[1], response_a="")]
+    pairs, skipped = read_human_pairs(write_jsonl(tmp_path / "e.jsonl", rows))
+    assert skipped == 0 and [p.response_b for p in pairs][0] == "  " and pairs[1].response_a == ""
+    hh = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant:"}
+    (pair,), _ = read_human_pairs(write_jsonl(tmp_path / "hh.jsonl", [hh]))
+    assert "" in (pair.response_a, pair.response_b) and "hello" in (pair.response_a, pair.response_b)
+
+
+def test_pandalm_format(tmp_path):
+    """PandaLM's testset-v1.json: instruction (+ input) is the prompt; annotators say 1, 2 or 0 (tie)."""
+    import json
+
+    rows = [{"idx": 0, "motivation_app": "x", "cmp_key": "m1_m2", "instruction": "Translate.", "input": "Bonjour",
+             "response1": "Hello", "response2": "", "annotator1": 1, "annotator2": 1, "annotator3": 0},
+            {"idx": 1, "motivation_app": "x", "cmp_key": "m1_m2", "instruction": "Say hi.", "input": float("nan"),
+             "response1": "hi", "response2": "hello", "annotator1": 2, "annotator2": 2, "annotator3": 2},
+            {"idx": 2, "motivation_app": "x", "cmp_key": "m1_m2", "instruction": "Is it?", "input": "",
+             "response1": True, "response2": float("nan"), "annotator1": 1, "annotator2": 0, "annotator3": 1}]
+    path = tmp_path / "testset-v1.json"
+    path.write_text(json.dumps(rows))  # json writes NaN as the bare NaN that PandaLM's file has
+    pairs, _ = read_human_pairs(str(path))
+    assert [(p.pair_id, p.prompt, p.response_a, p.response_b, p.labels) for p in pairs] == [
+        ("pandalm-0", "Translate.\n\nBonjour", "Hello", "", ["a", "a", "tie"]),
+        ("pandalm-1", "Say hi.", "hi", "hello", ["b", "b", "b"]),
+        ("pandalm-2", "Is it?", "True", "", ["a", "tie", "a"])]  # pandas wrote an empty cell as NaN, "True" as true
+    path.write_text(json.dumps([dict(rows[0], annotator2=3)]))
+    with pytest.raises(RlaifError, match=r"row 1.*annotator2.*unknown label 3"):
+        read_human_pairs(str(path))
+    path.write_text(json.dumps([rows[1], {k: v for k, v in rows[0].items() if k != "response2"}]))
+    with pytest.raises(RlaifError, match=r"row 2.*response2.*missing"):
+        read_human_pairs(str(path))
 
 
 def test_hh_bad_rows(tmp_path):

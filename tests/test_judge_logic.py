@@ -96,7 +96,7 @@ def test_logprob_constitution_falls_back_to_the_cot_template(mini_constitution):
 def test_preferences_ties_and_unjudged():
     pairs = [{"pair_id": p, "prompt": "q", "response_a": "A!", "response_b": "B!"} for p in ("x", "y", "z", "w")]
     rows, counts = build(pairs, {"x": 0.9, "y": 0.5, "z": None, "w": 0.45}, [], min_margin=0.1)
-    assert counts == {"kept": 1, "dropped": 1, "tied": 1, "unjudged": 1}
+    assert counts == {"kept": 1, "dropped": 1, "tied": 1, "unjudged": 1, "identical": 0}
     assert rows[0]["chosen"][0]["content"] == "A!" and rows[0]["margin"] == pytest.approx(0.4)
 
 
@@ -122,7 +122,7 @@ def test_unset_batch_size_is_the_engines_own(mini_constitution, tmp_path):
     engine.sizes = []
     run_generate(engine, ["q1", "q2", "q3", "q4", "q5"], tmp_path / "pairs.jsonl", seed=0, batch_size=None,
                  max_new_tokens=4, temperature=0.8, top_p=0.95, progress=False)
-    assert engine.sizes == [3, 3, 2, 2]  # samples a and b of prompts 1-3, then of prompts 4-5
+    assert engine.sizes == [6, 4]  # samples a and b of prompts 1-3 together, then of prompts 4-5
     engine.sizes = []
     run_judge(engine, pairs, load(str(mini_constitution)), seed=1, mode="logprob", settings={}, progress=False,
               batch_size=5)

@@ -45,8 +45,9 @@ def test_resolve_local_folder_and_hub_id(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     path, identity = models.resolve(str(tmp_path))
     assert path == str(tmp_path.resolve()) and identity.startswith("local:")
-    assert models.resolve("HuggingFaceTB/SmolLM2-360M-Instruct") == ("HuggingFaceTB/SmolLM2-360M-Instruct",
-                                                                     "hub:HuggingFaceTB/SmolLM2-360M-Instruct")
+    name, identity = models.resolve("HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert name == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert identity.startswith("hub:HuggingFaceTB/SmolLM2-360M-Instruct@")  # @ the cached commit
 
 
 def test_pickled_weights_are_refused(tmp_path, capsys):

@@ -31,7 +31,7 @@ class FakeChatServer(ThreadingHTTPServer):
         self.status = None
         self.delay = 0.0
         self.reply = lambda body: "Verdict: A"
-        self.top = lambda body: [(" A", -0.3), ("A", -0.2), ("B", -1.9), (" B", -2.5), ("C", -4.0)]
+        self.top = lambda body: [("A", -0.7), (" A", -1.6), ("B", -2.3), (" B", -3.2), ("C", -4.0)]
         self.bodies, self.auth = [], []
         self.count = self.in_flight = self.max_in_flight = 0
 
@@ -111,10 +111,14 @@ def test_logprob_labels_and_probability(server):
     engine = make(server)
     assert engine.supports_logprobs is True  # probed lazily: one tiny request
     out = engine.label_logprobs(convs(3), ["A", "B"])
-    assert out == [{"A": -0.2, "B": -1.9}] * 3  # " A"/"A" merged by max, "C" ignored
     import math
+    # "A" and " A" are the same answer: their probabilities add (the chosen token, which the response lists
+    # first and again among top_logprobs, counts once); "C" is ignored
+    pa, pb = math.exp(-0.7) + math.exp(-1.6), math.exp(-2.3) + math.exp(-3.2)
+    assert len(out) == 3 and all(o == out[0] for o in out)
+    assert out[0] == {"A": pytest.approx(math.log(pa), abs=1e-12), "B": pytest.approx(math.log(pb), abs=1e-12)}
     p = label_probability(out[0], "A", "B")
-    assert abs(p - math.exp(-0.2) / (math.exp(-0.2) + math.exp(-1.9))) < 1e-12
+    assert abs(p - pa / (pa + pb)) < 1e-12
     body = server.bodies[-1]
     assert body["model"] == "test-judge" and body["max_tokens"] == 1 and body["temperature"] == 0
     assert body["logprobs"] is True and body["top_logprobs"] == 20
@@ -125,12 +129,12 @@ def test_missing_label_is_absent_not_guessed(server):
     server.top = lambda body: [("A", -0.1), ("Sure", -2.0)]
     engine = make(server, logprobs=True)
     out = engine.label_logprobs(convs(1), ["A", "B"])
-    assert out == [{"A": -0.1}] and label_probability(out[0], "A", "B") is None
+    assert out == [{"A": pytest.approx(-0.1, abs=1e-12)}] and label_probability(out[0], "A", "B") is None
     assert server.count == 1  # logprobs=True: no probe
 
 
 def test_logprobs_rejected_falls_back_to_cot(server):
-    from rlaif.run import judge_mode
+    from rlaif.judge import judge_mode
 
     server.reject_logprobs = True
     server.reply = lambda body: "Response A refuses to help.\nVerdict: B" if body["max_tokens"] > 1 else "A"

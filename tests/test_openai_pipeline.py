@@ -86,10 +86,10 @@ def test_endpoint_without_logprobs_judges_with_cot(tmp_path, server, monkeypatch
 
 
 def test_cot_constitution_scores_the_verdict_turn_by_logprobs(tmp_path, server, monkeypatch):
-    from rlaif import ROOT
+    from rlaif import CONSTITUTIONS_DIR
 
     constitution = tmp_path / "safety_cot.yaml"
-    constitution.write_text((ROOT / "constitutions" / "safety.yaml").read_text()
+    constitution.write_text((CONSTITUTIONS_DIR / "safety.yaml").read_text()
                             .replace("label_mode: logprob", "label_mode: cot").replace("judge_logprob.j2", "judge_cot.j2"))
     out = tmp_path / "run"
     assert _run(server, out, monkeypatch, constitution) == 0

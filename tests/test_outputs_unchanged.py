@@ -1,8 +1,9 @@
 """The files of a run are byte-identical to the format they had before the pipeline streamed (issue 17).
 
 A small run through the fake engine (generate, judge, preferences) must produce exactly these bytes. The
-hashes were taken from main at c3247fa, before the judgment cache got an index and the stages streamed.
-(preferences/state.json's `_fingerprint` changed then, see below.) If a change is *meant* to alter a file, update its hash here and say why in the commit message.
+hashes were taken from main at bed1e60 (issue 12's cache records included), before the judgment cache got an
+index and the stages streamed; preferences/state.json's `_fingerprint` changed then (see below). If a change
+is *meant* to alter a file, update its hash here and say why in the commit message.
 """
 
 import hashlib
@@ -10,15 +11,15 @@ import hashlib
 from conftest import run_cli
 
 GOLDEN = {
-    "pairs.jsonl": "64dcab6858dd8f60e8902616a4d8b65d7a3b2f500fb40a1739f8871518e0c883",
-    "judgments.jsonl": "5f8599f0afdf10ba56eba0aec8c2755729ab2462d404ff90a29689067c98a1e3",
-    "preferences.jsonl": "7c70dbb79e792575fcec4406d409f864667d0ec587668410f59bebb9a7a34434",
-    "cache/judgments.jsonl": "5f8599f0afdf10ba56eba0aec8c2755729ab2462d404ff90a29689067c98a1e3",
-    "preferences/data-00000-of-00001.arrow": "1d96cf539075ced07e2ece60c12a9060e5731b6e15ae03e8c2c40fdf34082566",
+    "pairs.jsonl": "57e232c9f1578b596a79c6db787ddd9012414f24ba2f262909dfa2f16048fffe",
+    "judgments.jsonl": "318308101feab142648f2b9a621b34d2093b9b9a081383d7895b4cffd604bc81",
+    "preferences.jsonl": "02ef62a98f269a65b35387b0f005130fe52767af2a069b9e7bbc3cada7e2e53b",
+    "cache/judgments.jsonl": "014ac1d5d5bb3e0f8b3246724db807de655cd060de8d20749dafa23968272c88",
+    "preferences/data-00000-of-00001.arrow": "4a1753251947d66743676fe2628517309d68f5e85ac53054efd80633b8b9dc20",
     "preferences/dataset_info.json": "9fe61aa791e3a5a9a11e7e13e0b138c795651fd2aa4b9d21ae101595622938e1",
     # One value changed on purpose: `_fingerprint`, datasets' cache id, which Dataset.from_list takes by pickling
-    # the whole table in memory (was 11ccacbe...). The stream writes a hash of the rows instead.
-    "preferences/state.json": "1b457ecaaa484a090fb0bea6df8016b4bb2c1bbc94808403c52fd548e6fcb9f2",
+    # the whole table in memory (main's: b7f1e711...). The stream writes a hash of the rows instead.
+    "preferences/state.json": "a1a169b876bf64f2cd20cfc2079697c3735ea549d20d1e8e5e33beff80daa2c7",
 }
 
 

@@ -9,7 +9,7 @@ from conftest import pipeline_cmd
 from rlaif.store import read_jsonl
 
 GEN = ["--constitution", "safety.yaml", "--num-prompts", "6", "--max-new-tokens", "16", "--seed", "7",
-       "--batch-size", "2", "--engine", "hf"]
+       "--batch-size", "2", "--engine", "hf", "--dtype", "float32"]
 
 
 def _lines(path: Path) -> int:
@@ -39,14 +39,15 @@ def _strip(records):
     return [{k: v for k, v in r.items() if k not in ("seconds",)} for r in records]
 
 
-def test_kill_during_generate_then_resume(tmp_path):
+def test_kill_during_generate_then_resume_with_another_batch_size(tmp_path):
+    """Samples never depend on the batch: killed at batch size 2, resumed at 3, byte-identical to a clean run."""
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
     _run([*GEN, "--stages", "generate", "--output-dir", clean], tmp_path)
     _kill_when([*GEN, "--stages", "generate", "--output-dir", crashed], tmp_path, crashed / "pairs.jsonl", 2,
                crashed / "stages" / "generate.done")
     partial = read_jsonl(crashed / "pairs.jsonl")
     assert 2 <= len(partial) < 6
-    _run([*GEN, "--stages", "generate", "--output-dir", crashed], tmp_path)
+    _run([*GEN, "--stages", "generate", "--output-dir", crashed, "--batch-size", "3"], tmp_path)
     pairs = read_jsonl(crashed / "pairs.jsonl")
     assert len({p["pair_id"] for p in pairs}) == 6 and len(pairs) == 6
     assert _strip(pairs) == _strip(read_jsonl(clean / "pairs.jsonl"))

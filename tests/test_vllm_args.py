@@ -2,7 +2,8 @@
 
 import pytest
 
-from rlaif.engines.vllm import dtype_name, engine_args, request_seed
+from rlaif.engines.base import request_seed
+from rlaif.engines.vllm import dtype_name, engine_args
 from rlaif.errors import RlaifError
 
 

@@ -6,8 +6,27 @@ model's chat template itself, with the generation prompt added.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Sequence
+
+
+def request_seed(*parts) -> int:
+    """A sampling seed from any parts (run seed, pair id, sample name): a stable 63-bit hash."""
+    digest = hashlib.sha256(("rlaif:" + ":".join(map(str, parts))).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def row_seeds(seed, n: int) -> list[int]:
+    """One seed per conversation. A list is used as given (one per conversation: what makes a sample a
+    function of its own seed and never of the batch it rode in). A single int is a batch seed: row i gets
+    request_seed(seed, i), so the same conversation at another position gets another sample."""
+    if isinstance(seed, int):
+        return [request_seed(seed, i) for i in range(n)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} conversations")
+    return seeds
 
 
 class Engine:
@@ -20,9 +39,10 @@ class Engine:
     batch_size: int = 32
     stats: dict  # counters reported in summary.json (requests, tokens, truncated, ...)
 
-    def generate(self, conversations: Sequence[list[dict]], *, seed: int, max_new_tokens: int,
+    def generate(self, conversations: Sequence[list[dict]], *, seed: int | Sequence[int], max_new_tokens: int,
                  temperature: float, top_p: float) -> list[str]:
-        """One sampled completion per conversation. Deterministic given `seed` and the inputs."""
+        """One sampled completion per conversation. `seed`: one seed per conversation (see row_seeds); each
+        completion is then a function of (model, conversation, its seed, sampling settings) only."""
         raise NotImplementedError
 
     def label_logprobs(self, conversations: Sequence[list[dict]], labels: Sequence[str]) -> list[dict]:
@@ -98,6 +118,23 @@ def auto_dtype(cuda: bool) -> str:
     native = (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
               or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
     return "bfloat16" if native else "float32"
+
+
+def release_memory(cuda: bool) -> None:
+    """After an engine drops its model: collect, empty the CUDA cache, return freed heap pages to the OS."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if cuda and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def label_probability(logprobs: dict, first: str, second: str) -> float | None:

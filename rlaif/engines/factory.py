@@ -35,19 +35,82 @@ def check_model(model: str, base_url: str | None, url_flag: str = "--judge-base-
                          "pass the server's base URL, e.g. http://127.0.0.1:8000/v1")
 
 
-class EnginePool:
-    """Builds engines on first use and reuses them by (backend, model)."""
+# Context given to a local engine when --max-model-len is unset: the model's own, capped here. vLLM sizes its
+# KV cache (and, on CPU, its prefill budget) by this length, and a 128k context can fail to fit beside a second
+# model. The pipeline's prompts need far less: over the first 300 HH-RLHF harmless test rows, the longest judge
+# prompt of the three shipped constitutions is 1,275 tokens (median 396, SmolLM2's tokenizer). Longer prompts are
+# cut as before and counted in `truncated`.
+CONTEXT_CAP = 4096
 
-    def __init__(self, cfg):
+
+def check_memory_settings(cfg) -> None:
+    """--gpu-memory-utilization in (0, 1]; --max-model-len a positive integer or unset."""
+    g = cfg.gpu_memory_utilization
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g <= 1:
+        raise RlaifError(f"gpu_memory_utilization must be in (0, 1], got {g!r}", "--gpu-memory-utilization",
+                         "pass a fraction such as 0.85 (the share of GPU memory vLLM may claim)")
+    n = cfg.max_model_len
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise RlaifError(f"max_model_len must be a positive integer, got {n!r}", "--max-model-len",
+                         "pass a token count such as 4096, or leave it unset for the model's own (capped)")
+
+
+class EnginePool:
+    """Builds engines on first use, reuses them by (backend, model), and releases each one as soon as the
+    steps that need it are over, so that at most one local model holds memory at a time.
+
+    `plan` lists the run's steps in order, each with the models it needs: [(step, [(model, base_url)])].
+    After `done(step)`, every engine that the next step does not need is closed and dropped; a step that
+    needs no engine (preferences, training) therefore starts with none alive. Without a plan, engines live
+    until `close()` (agreement and robustness use one judge throughout)."""
+
+    def __init__(self, cfg, plan=()):
+        check_memory_settings(cfg)
         self.cfg = cfg
         self.backend = choose_backend(cfg.engine)
         self._engines = {}
+        self.plan = [(step, [self._key(m, u) for m, u in models]) for step, models in plan]
+
+    def _key(self, model: str, base_url: str | None = None):
+        return (self.backend if not model.startswith("openai:") else "openai", model, base_url)
 
     def get(self, model: str, base_url: str | None = None):
-        key = (self.backend if not model.startswith("openai:") else "openai", model, base_url)
+        key = self._key(model, base_url)
         if key not in self._engines:
             self._engines[key] = self._build(model, base_url)
         return self._engines[key]
+
+    def alive(self) -> list:
+        """Keys of the engines now held."""
+        return list(self._engines)
+
+    def done(self, step: str) -> None:
+        """`step` is over: release the engines the next step in the plan does not need."""
+        names = [s for s, _ in self.plan]
+        if step not in names:
+            return
+        i = names.index(step)
+        following = set(self.plan[i + 1][1]) if i + 1 < len(self.plan) else set()
+        self.plan = self.plan[i + 1:]
+        for key in [k for k in self._engines if k not in following]:
+            self.release(key)
+
+    def release(self, key) -> None:
+        engine = self._engines.pop(key, None)
+        if engine is not None:
+            engine.close()
+
+    def _context(self, path: str) -> int | None:
+        """The max_model_len a local engine gets: --max-model-len, else the model's own capped at CONTEXT_CAP."""
+        from rlaif.engines.vllm import context_length
+
+        own = context_length(path, self.cfg.trust_remote_code)
+        if self.cfg.max_model_len is None:
+            return min(own, CONTEXT_CAP)
+        if self.cfg.max_model_len > own:
+            raise RlaifError(f"max_model_len {self.cfg.max_model_len} exceeds the model's context of {own} tokens",
+                             "--max-model-len", f"pass at most {own}, or leave it unset")
+        return self.cfg.max_model_len
 
     def _build(self, model: str, base_url: str | None):
         cfg = self.cfg
@@ -68,12 +131,13 @@ class EnginePool:
                                  "install the vllm extra (see README) or use --engine hf") from None
             return VLLMEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
                               tensor_parallel_size=cfg.tensor_parallel_size, data_parallel_size=cfg.data_parallel_size,
-                              seed=cfg.seed)
+                              seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                              max_model_len=self._context(path))
         from rlaif.engines.hf import HFEngine
 
         try:
             return HFEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
-                            role=self.role(model))
+                            max_model_len=self._context(path), role=self.role(model))
         except (OSError, ValueError) as e:  # no safetensors weights, not in the offline cache, remote code refused
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise RlaifError(f"cannot load model {model!r}: {reason}", "--policy-model/--judge-model",
@@ -88,6 +152,5 @@ class EnginePool:
         return "both" if generates == judges else "generate" if generates else "judge"
 
     def close(self):
-        for e in self._engines.values():
-            e.close()
-        self._engines.clear()
+        for key in list(self._engines):
+            self.release(key)

