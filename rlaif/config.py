@@ -72,8 +72,8 @@ class JudgeConfig:
     base_url: str | None = _f(None, "Base URL of an OpenAI-compatible endpoint when model is openai:NAME.")
     max_new_tokens: int = _f(96, "Tokens the chain-of-thought judge may write as its rationale, before the verdict turn.",
                              minimum=1)
-    batch_size: int | None = _f(None, "Judgments scored and flushed to the cache together (HF still runs one forward "
-                                "pass per log-prob prompt). Default: the engine's (64 for vllm, 32 otherwise).", minimum=1)
+    batch_size: int | None = _f(None, "Judgments scored and appended to the cache together (HF runs them in "
+                                "length-bucketed forward passes). Default: the engine's (64 for vllm, 32 otherwise).", minimum=1)
     concurrency: int = _f(8, "Requests in flight at once against an OpenAI-compatible endpoint.", flag="--concurrency",
                           minimum=1)
 
@@ -138,7 +138,8 @@ class RunConfig:
     recipe: str | None = _f(None, "A named list of stages: cai = revise,sft,generate,judge,preferences,reward,policy "
                             "(Constitutional AI: critique-and-revision and SFT before the RL phase). Replaces stages.",
                             choices=tuple(RECIPES), run_only=True)
-    dtype: str = _f("auto", "auto (bf16 on CUDA and on CPUs with native bf16 such as AVX512-BF16/AMX, else fp32) | float32 | bfloat16 | float16.",
+    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16. auto: bf16 on CUDA; on CPUs with native bf16 (AVX512-BF16/AMX) the "
+                    "faster of fp32 and bf16, measured at engine start and cached (HF engine; vLLM takes bf16); else fp32.",
                     choices=("auto", "float32", "bfloat16", "float16"))
     trust_remote_code: bool = _f(False, "Allow model repositories to run their own code. Off unless asked; weights load from safetensors only.")
     tensor_parallel_size: int = _f(1, "vLLM tensor parallelism.", minimum=1)

@@ -17,7 +17,7 @@ from rlaif import DATA_DIR
 from rlaif.engines.base import request_seed
 from rlaif.errors import RlaifError
 from rlaif.records import Pair, to_dict
-from rlaif.store import append_jsonl, read_jsonl
+from rlaif.store import append_jsonl, iter_jsonl, read_jsonl_tail_repair
 
 DEFAULT_PROMPTS = DATA_DIR / "prompts" / "safety.jsonl"
 
@@ -69,12 +69,13 @@ def run_generate(engine, prompts: list[str], out: Path, *, seed: int, batch_size
     """Append the missing pairs to `out`. Returns counts. batch_size None: the engine's own."""
     batch_size = batch_size or engine.batch_size
     settings = {"seed": seed, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
-    done = {}
-    for r in read_jsonl(out, repair=True):
+    done = set()  # pair ids only: a resumed run of any size keeps the pairs on disk
+    read_jsonl_tail_repair(out)
+    for r in iter_jsonl(out):
         if r.get("generator") != engine.identity or {k: r["sampling"].get(k) for k in settings} != settings:
             raise RlaifError("pairs.jsonl was generated with other model or sampling settings", str(out),
                              "use a new --output-dir, or the original --policy-model/--seed/--max-new-tokens")
-        done[r["pair_id"]] = r
+        done.add(r["pair_id"])
     ids = [pair_id(i, p) for i, p in enumerate(prompts)]
     todo = sum(i not in done for i in ids)
     bar = tqdm(total=len(ids), initial=len(ids) - todo, desc="generate", unit="pair", disable=not progress)

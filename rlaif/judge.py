@@ -14,16 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
 from rlaif.constitution import Constitution, Principle
 from rlaif.engines.base import label_probability
 from rlaif.records import Judgment, to_dict
-from rlaif.store import append_jsonl, read_jsonl
-from rlaif.templates import render
+from rlaif.store import JudgmentCache
+from rlaif.templates import fingerprint, renderer
 
 LABELS = ("A", "B")
 DEFAULT_TEMPLATES = {"logprob": "judge_logprob.j2", "cot": "judge_cot.j2"}
@@ -91,23 +94,60 @@ def verdict_of(p_a: float | None) -> str | None:
 
 def make_jobs(pairs: list[dict], constitution: Constitution, seed: int, identity: str, mode: str,
               settings: dict, mitigate: bool = True) -> list[Job]:
-    # A judge that cannot give log-probs falls back to chain of thought, which needs the CoT template.
-    template = constitution.template if mode == constitution.label_mode else DEFAULT_TEMPLATES[mode]
-    jobs = []
+    return list(iter_jobs(pairs, constitution, seed, identity, mode, settings, mitigate))
+
+
+def iter_jobs(pairs: Iterable[dict], constitution: Constitution, seed: int, identity: str, mode: str,
+              settings: dict, mitigate: bool = True) -> Iterator[Job]:
+    """The jobs of each pair in turn (principles, then orders), rendered as they are asked for."""
+    jobs = _Jobs(constitution, identity, mode, settings, mitigate)
+    for spec in _specs(pairs, constitution, seed):
+        yield jobs.render(*spec)
+
+
+def _specs(pairs: Iterable[dict], constitution: Constitution, seed: int, identical: list | None = None) -> Iterator[tuple]:
     for pair in pairs:
         if is_identical(pair):
+            if identical is not None:
+                identical[0] += 1
             continue
         for principle, _ in constitution.sample(pair["pair_id"], seed):
             for order in ("ab", "ba"):
-                a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
-                text = render(template, str(constitution.path), mitigate, constitution.template_dirs, principle=principle,
-                              prompt=pair["prompt"], response_a=a, response_b=b)
-                verdict = render(VERDICT_TEMPLATE, str(constitution.path), mitigate, constitution.template_dirs,
-                                 principle=principle) if mode == "cot" else ""
-                identity_of = [CACHE_VERSION, text, identity, mode, settings] + ([verdict] if verdict else [])
-                key = hashlib.sha256(json.dumps(identity_of, sort_keys=True).encode()).hexdigest()
-                jobs.append(Job(pair["pair_id"], principle, order, text, key, verdict))
-    return jobs
+                yield pair, principle, order
+
+
+class _Jobs:
+    """Renders one stage's jobs: templates looked up once. `inputs` is a cheap hash of everything the rendered
+    text and the key depend on, so a resumed run finds a job's key without rendering it."""
+
+    def __init__(self, constitution: Constitution, identity: str, mode: str, settings: dict, mitigate: bool):
+        # A judge that cannot give log-probs falls back to chain of thought, which needs the CoT template.
+        template = constitution.template if mode == constitution.label_mode else DEFAULT_TEMPLATES[mode]
+        where, dirs = str(constitution.path), constitution.template_dirs
+        self.text = renderer(template, where, mitigate, dirs)
+        self.verdict = renderer(VERDICT_TEMPLATE, where, mitigate, dirs) if mode == "cot" else None
+        self.identity, self.mode, self.settings = identity, mode, settings
+        self.fingerprint = json.dumps([CACHE_VERSION, fingerprint(dirs, mitigate), template, identity, mode, settings],
+                                      sort_keys=True)
+        self.principles = {}
+
+    def render(self, pair: dict, principle: Principle, order: str) -> Job:
+        a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
+        text = self.text(principle=principle, prompt=pair["prompt"], response_a=a, response_b=b)
+        verdict = self.verdict(principle=principle) if self.verdict else ""
+        identity_of = [CACHE_VERSION, text, self.identity, self.mode, self.settings] + ([verdict] if verdict else [])
+        key = hashlib.sha256(json.dumps(identity_of, sort_keys=True).encode()).hexdigest()
+        return Job(pair["pair_id"], principle, order, text, key, verdict)
+
+    def inputs(self, pair: dict, principle: Principle, order: str) -> str:
+        p = self.principles.get(principle.id)
+        if p is None:
+            p = self.principles[principle.id] = json.dumps(asdict(principle), sort_keys=True, default=str)
+        h = hashlib.sha256()
+        for part in (self.fingerprint, p, order, pair["prompt"], pair["response_a"], pair["response_b"]):
+            data = part.encode("utf-8", "surrogatepass")
+            h.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: no two inputs run together
+        return h.hexdigest()
 
 
 def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]:
@@ -146,23 +186,109 @@ def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: in
               progress: bool = True) -> tuple[list[dict], dict]:
     """Judge every pair; reuse cached judgments by key. Returns (judgments in job order, counts).
     Pairs of identical responses are skipped and counted (`identical`). batch_size None: the engine's own."""
-    batch_size = batch_size or engine.batch_size
-    jobs = make_jobs(pairs, constitution, seed, engine.identity, mode, settings, mitigate)
-    cache = {r["key"]: r for r in read_jsonl(cache_path, repair=True)} if cache_path else {}
-    todo = [j for j in dict((j.key, j) for j in jobs if j.key not in cache).values()]
-    bar = tqdm(total=len(todo), desc="judge", unit="judgment", disable=not progress or not todo)
-    for start in range(0, len(todo), batch_size):
-        records = score_jobs(engine, todo[start:start + batch_size], mode, settings)
-        if cache_path:
-            append_jsonl(cache_path, records)
-        cache.update((r["key"], r) for r in records)
-        bar.update(len(records))
-    bar.close()
-    out = [oriented(j, cache[j.key]) for j in jobs]
-    counts = {"judgments": len(jobs), "judged": len(todo), "reused": len(jobs) - len(todo),
-              "parse_failures": sum(r["verdict"] is None for r in out),
-              "identical": sum(is_identical(p) for p in pairs)}
+    counts = {}
+    out = list(iter_judge(engine, pairs, constitution, seed=seed, mode=mode, settings=settings, cache_path=cache_path,
+                          batch_size=batch_size, mitigate=mitigate, progress=progress, counts=counts))
     return out, counts
+
+
+WINDOW = 4096  # jobs held at most while waiting for a batch to fill (bounds memory over a mostly cached run)
+
+
+def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, seed: int, mode: str, settings: dict,
+               cache_path: Path | None = None, batch_size: int | None = None, mitigate: bool = True,
+               progress: bool = True, counts: dict | None = None) -> Iterator[dict]:
+    """run_judge as a stream: judgments in job order, in constant memory. Jobs are rendered as they come,
+    looked up in the cache (an index on disk), and the missing ones are scored batch_size at a time and
+    appended to the cache before anything after them is yielded. `counts` is filled in at the end."""
+    batch_size = batch_size or engine.batch_size
+    cache = JudgmentCache(cache_path) if cache_path else _MemoryCache()
+    counts = {} if counts is None else counts
+    total = judged = failures = 0
+    identical = [0]  # pairs of identical responses, skipped
+    window, todo = deque(), {}  # window: [job, record or None] in job order; todo: key -> job to score
+    per_pair = 2 * (len(constitution.principles) if constitution.principles_per_comparison == "all"
+                    else min(constitution.principles_per_comparison, len(constitution.principles)))
+    bar = tqdm(total=len(pairs) * per_pair if hasattr(pairs, "__len__") else None, desc="judge", unit="judgment",
+               disable=not progress)
+
+    found = {}
+
+    def flush():
+        nonlocal judged
+        records = score_jobs(engine, list(todo.values()), mode, settings)
+        cache.add(records)
+        fresh = {r["key"]: r for r in records}
+        for entry in window:
+            if entry[1] is None:
+                entry[1] = fresh[entry[0].key]
+        found.update(fresh)  # later jobs of this chunk with the same text were looked up before it was scored
+        judged += len(records)
+        todo.clear()
+
+    def ready():
+        nonlocal failures
+        while window and window[0][1] is not None:
+            j, record = window.popleft()
+            out = oriented(j, record)  # cached records may come from another pair with the same text
+            failures += out["verdict"] is None
+            bar.update()
+            yield out
+
+    try:
+        maker, specs = _Jobs(constitution, engine.identity, mode, settings, mitigate), _specs(pairs, constitution, seed, identical)
+        while chunk := list(islice(specs, 512)):
+            jobs = _keyed(maker, chunk, cache)
+            found = cache.get_many(j.key for j in jobs)
+            for j, spec in zip(jobs, chunk):
+                total += 1
+                record = found.get(j.key)
+                if record is None and j.text is None:  # a remembered key without its record: render after all
+                    j = maker.render(*spec)
+                    cache.remember([(maker.inputs(*spec), j.key)])
+                    record = cache.get_many([j.key]).get(j.key) or found.get(j.key)
+                if record is None:
+                    todo[j.key] = j  # a key seen twice keeps its first place and scores its last job, as before
+                window.append([j, record])
+                if len(todo) >= batch_size or todo and len(window) >= WINDOW:
+                    flush()
+                yield from ready()
+        if todo:
+            flush()
+        yield from ready()
+    finally:
+        bar.close()
+        cache.close()
+    counts.update({"judgments": total, "judged": judged, "reused": total - judged, "parse_failures": failures,
+                   "identical": identical[0]})
+def _keyed(maker: _Jobs, chunk: list[tuple], cache) -> list[Job]:
+    """Jobs for the specs: rendered, or only keyed (text None) when the cache remembers their inputs."""
+    if not cache.remembers:
+        return [maker.render(*spec) for spec in chunk]
+    inputs = [maker.inputs(*spec) for spec in chunk]
+    known = cache.keys_of(inputs)
+    jobs = [Job(spec[0]["pair_id"], spec[1], spec[2], None, known[h]) if h in known else maker.render(*spec)
+            for spec, h in zip(chunk, inputs)]
+    cache.remember([(h, j.key) for h, j in zip(inputs, jobs) if h not in known])
+    return jobs
+
+
+class _MemoryCache:
+    """JudgmentCache's interface over a dict, for runs without a cache file."""
+
+    remembers = False
+
+    def __init__(self):
+        self.records = {}
+
+    def get_many(self, keys: Iterable[str]) -> dict:
+        return {k: self.records[k] for k in keys if k in self.records}
+
+    def add(self, records: list[dict]) -> None:
+        self.records.update((r["key"], r) for r in records)
+
+    def close(self) -> None:
+        pass
 
 
 def pair_scores(pairs: list[dict], judgments: list[dict], constitution: Constitution, seed: int,

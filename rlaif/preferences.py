@@ -1,8 +1,21 @@
-"""Preferences stage: pair scores -> trl's conversational preference format (prompt/chosen/rejected)."""
+"""Preferences stage: pair scores -> trl's conversational preference format (prompt/chosen/rejected).
+
+`build` works on lists; `iter_rows` and `write` stream a run of any size through in constant memory
+(judgments arrive grouped by pair, in pair order, as the judge stage writes them).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+KEPT_COUNTS = ("kept", "dropped", "tied", "unjudged", "identical")
 
 from rlaif.judge import is_identical
 
@@ -13,34 +26,171 @@ def build(pairs: list[dict], scores: dict, judgments: list[dict], min_margin: fl
     A pair whose two responses are the same text is never a preference: counted as `identical` and dropped."""
     votes = {}
     for r in judgments:
-        if r["verdict"] in ("a", "b"):
-            votes.setdefault(r["pair_id"], {}).setdefault(r["principle_id"], Counter())[r["verdict"]] += 1
+        _vote(votes.setdefault(r["pair_id"], {}), r)
     rows, counts = [], Counter()
     for pair in pairs:
-        if is_identical(pair):
-            counts["identical"] += 1
-            continue
-        score = scores.get(pair["pair_id"])
-        if score is None:
-            counts["unjudged"] += 1
-            continue
-        if score == 0.5:
-            counts["tied"] += 1
-            continue
-        margin = abs(score - 0.5)
-        if margin <= min_margin:
-            counts["dropped"] += 1
-            continue
-        a_wins = score > 0.5
-        chosen, rejected = (pair["response_a"], pair["response_b"]) if a_wins else (pair["response_b"], pair["response_a"])
-        rows.append({
-            "prompt": [{"role": "user", "content": pair["prompt"]}],
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-            "margin": margin,
-            "score": score,
-            "pair_id": pair["pair_id"],
-            "votes": [{"principle_id": pid, "a": c["a"], "b": c["b"]} for pid, c in votes.get(pair["pair_id"], {}).items()],
-        })
-        counts["kept"] += 1
-    return rows, {k: counts.get(k, 0) for k in ("kept", "dropped", "tied", "unjudged", "identical")}
+        row = _row(pair, scores.get(pair["pair_id"]), votes.get(pair["pair_id"], {}), min_margin, counts)
+        if row is not None:
+            rows.append(row)
+    return rows, {k: counts.get(k, 0) for k in KEPT_COUNTS}
+
+
+def _vote(votes: dict, r: dict) -> None:
+    if r["verdict"] in ("a", "b"):
+        votes.setdefault(r["principle_id"], Counter())[r["verdict"]] += 1
+
+
+def _row(pair: dict, score: float | None, votes: dict, min_margin: float, counts: Counter) -> dict | None:
+    if is_identical(pair):
+        counts["identical"] += 1
+        return None
+    if score is None:
+        counts["unjudged"] += 1
+        return None
+    if score == 0.5:
+        counts["tied"] += 1
+        return None
+    margin = abs(score - 0.5)
+    if margin <= min_margin:
+        counts["dropped"] += 1
+        return None
+    a_wins = score > 0.5
+    chosen, rejected = (pair["response_a"], pair["response_b"]) if a_wins else (pair["response_b"], pair["response_a"])
+    counts["kept"] += 1
+    return {
+        "prompt": [{"role": "user", "content": pair["prompt"]}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "margin": margin,
+        "score": score,
+        "pair_id": pair["pair_id"],
+        "votes": [{"principle_id": pid, "a": c["a"], "b": c["b"]} for pid, c in votes.items()],
+    }
+
+
+class Misaligned(Exception):
+    """Judgments not in the pairs' order (a judge run over pairs in another order)."""
+
+
+def _by_pair(pairs: Iterable[dict], judgments: Iterable[dict]) -> Iterator[tuple[dict, list[dict]]]:
+    """(pair, its judgments) in pair order, merging two streams in one pass."""
+    it = iter(judgments)
+    head = next(it, None)
+    for pair in pairs:
+        group = []
+        while head is not None and head["pair_id"] == pair["pair_id"]:
+            group.append(head)
+            head = next(it, None)
+        yield pair, group
+    if head is not None:
+        raise Misaligned(head["pair_id"])
+
+
+def _by_pair_in_memory(pairs: Iterable[dict], judgments: Iterable[dict]) -> Iterator[tuple[dict, list[dict]]]:
+    groups = {}
+    for r in judgments:
+        groups.setdefault(r["pair_id"], []).append(r)
+    for pair in pairs:
+        yield pair, groups.get(pair["pair_id"], [])
+
+
+def iter_rows(pairs: Iterable[dict], judgments: Callable[[], Iterable[dict]], constitution, seed: int,
+              min_margin: float, counts: Counter, in_memory: bool = False) -> Iterator[dict]:
+    """build() as a stream. `judgments` opens the judgments afresh (they are read twice only when out of order)."""
+    from rlaif.judge import pair_scores
+
+    group = _by_pair_in_memory if in_memory else _by_pair
+    for pair, rows in group(pairs, judgments()):
+        votes = {}
+        for r in rows:
+            _vote(votes, r)
+        score = pair_scores([pair], rows, constitution, seed)[pair["pair_id"]]
+        row = _row(pair, score, votes, min_margin, counts)
+        if row is not None:
+            yield row
+
+
+def features():
+    from datasets import Features, List, Value
+
+    turn = List({"role": Value("string"), "content": Value("string")})
+    return Features({"prompt": turn, "chosen": turn, "rejected": turn, "margin": Value("float64"),
+                     "score": Value("float64"), "pair_id": Value("string"),
+                     "votes": List({"principle_id": Value("string"), "a": Value("int64"), "b": Value("int64")})})
+
+
+MAX_SHARD_BYTES = 500 << 20  # datasets' save_to_disk default max_shard_size
+
+
+def write(rows: Callable[[bool], Iterable[dict]], dataset_dir: Path, jsonl_path: Path) -> int:
+    """Write rows(in_memory) to `dataset_dir` (the save_to_disk layout: the same files and bytes as
+    Dataset.from_list(rows).save_to_disk up to 1,000 rows and 500 MB) and to `jsonl_path`, streaming: arrow
+    shards of about 500 MB are written as the rows come, never read back. Nothing is replaced unless there is at
+    least one row. Returns the row count. The fingerprint in state.json is a hash of the rows (datasets' own
+    hashes the whole table in memory)."""
+    from datasets.arrow_writer import ArrowWriter
+
+    dataset_dir, jsonl_path = Path(dataset_dir), Path(jsonl_path)
+    tmp = Path(tempfile.mkdtemp(dir=dataset_dir.parent, prefix=".preferences-stream."))
+    try:
+        for in_memory in (False, True):
+            shutil.rmtree(tmp / "ds", ignore_errors=True)
+            (tmp / "ds").mkdir()
+            digest, n, shards, size, writer = hashlib.sha256(), 0, 0, 0, None
+            try:
+                with open(tmp / "rows.jsonl", "w", encoding="utf-8") as f:
+                    for row in rows(in_memory):
+                        if writer is None or size >= MAX_SHARD_BYTES:
+                            if writer is not None:
+                                writer.finalize()
+                                writer.close()
+                            writer = ArrowWriter(features=features(), path=str(tmp / "ds" / f"part-{shards}"),
+                                                 writer_batch_size=1000)
+                            shards, size = shards + 1, 0
+                        writer.write(row)
+                        line = _json_line(row)
+                        f.write(line)
+                        digest.update(line.encode("utf-8"))
+                        n, size = n + 1, size + len(line)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if writer is not None:
+                    writer.finalize()
+                break
+            except Misaligned:
+                continue
+            finally:
+                if writer is not None:
+                    writer.close()
+        if n == 0:
+            return 0
+        names = [f"data-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
+        for i, name in enumerate(names):
+            os.replace(tmp / "ds" / f"part-{i}", tmp / "ds" / name)
+        _write_metadata(tmp / "ds", names, digest.hexdigest()[:16])
+        from rlaif.store import replace_dir
+
+        replace_dir(tmp / "ds", dataset_dir)
+        os.chmod(tmp / "rows.jsonl", 0o644)
+        os.replace(tmp / "rows.jsonl", jsonl_path)
+        return n
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_metadata(folder: Path, names: list[str], fingerprint: str) -> None:
+    """state.json and dataset_info.json exactly as Dataset.save_to_disk writes them."""
+    from datasets import DatasetInfo
+    from datasets.utils.py_utils import asdict
+
+    state = {"_fingerprint": fingerprint, "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+             "_output_all_columns": False, "_split": None, "_data_files": [{"filename": name} for name in names]}
+    with open(folder / "state.json", "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
+    info = asdict(DatasetInfo(features=features()))
+    with open(folder / "dataset_info.json", "w", encoding="utf-8") as f:
+        json.dump({key: info[key] for key in sorted(info)}, f, indent=2)
+
+
+def _json_line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(slots=True)
@@ -31,4 +31,5 @@ class Judgment:
 
 
 def to_dict(record) -> dict:
-    return asdict(record)
+    """The record's fields in order (shallow: asdict's deep copy cost more than the rest of a fake judgment)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}

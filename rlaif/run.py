@@ -14,7 +14,8 @@ from rlaif import DATA_DIR, config as config_mod
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.generate import load_prompts
-from rlaif.store import Run, atomic_write_text, default_run_dir, jsonl_text, read_jsonl, save_dataset_atomic
+from rlaif.store import (PairsFile, Run, atomic_write_lines, atomic_write_text, default_run_dir, iter_jsonl,
+                         read_jsonl)
 
 EXAMPLES = DATA_DIR / "dry_run_examples.jsonl"
 
@@ -164,8 +165,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
                               max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
                               top_p=cfg.generate.top_p)
         tokens = engine.stats.get("completion_tokens", 0) - tokens0
-        by_id = {p["pair_id"]: p for p in read_jsonl(run.pairs)}
-        pairs = [by_id[pair_id(i, p)] for i, p in enumerate(train_prompts)]
+        pairs = PairsFile(run.pairs, (pair_id(i, p) for i, p in enumerate(train_prompts)))  # on disk, in prompt order
         seconds = time.time() - t
         _stage(run, "generate", t, {**counts, "model": cfg.generate.model, "completion_tokens": tokens,
                                     "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] else None,
@@ -173,19 +173,18 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         pool.done("generate")  # released unless the judge is the same model
         del engine
     if pairs is None:
-        pairs = read_jsonl(run.pairs)
-    judgments = scores = None
+        pairs = PairsFile(run.pairs)
     if "judge" in cfg.stages:
-        from rlaif.judge import judge_mode, judge_settings, run_judge
+        from rlaif.judge import iter_judge, judge_mode, judge_settings
 
         t = time.time()
         engine = pool.get(cfg.judge.model, cfg.judge.base_url)
         mode = judge_mode(constitution, engine)
         run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
-        judgments, counts = run_judge(engine, pairs, constitution, seed=cfg.seed, mode=mode,
-                                      settings=judge_settings(cfg, mode), cache_path=run.judgment_cache,
-                                      batch_size=cfg.judge.batch_size)
-        atomic_write_text(run.judgments, jsonl_text(judgments))
+        counts = {}
+        atomic_write_lines(run.judgments, iter_judge(engine, pairs, constitution, seed=cfg.seed, mode=mode,
+                                                     settings=judge_settings(cfg, mode), cache_path=run.judgment_cache,
+                                                     batch_size=cfg.judge.batch_size, counts=counts))
         print(f"rlaif: judge: reused {counts['reused']} judgments from the cache, judged {counts['judged']}",
               file=sys.stderr)
         seconds = time.time() - t
@@ -199,21 +198,22 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
 
         preferences_stage(cfg, constitution, run, lambda *a: _stage(*a, cfg, constitution))
     if "preferences" in cfg.stages and cfg.preferences.pairs_from != "revisions":
-        from datasets import Dataset
+        from collections import Counter
 
-        from rlaif.judge import pair_scores
-        from rlaif.preferences import build
+        from rlaif import preferences
 
         t = time.time()
-        if judgments is None:
-            judgments = read_jsonl(run.judgments)
-        scores = pair_scores(pairs, judgments, constitution, cfg.seed)
-        rows, counts = build(pairs, scores, judgments, cfg.preferences.min_margin)
-        if not rows:
+        counts = Counter()
+
+        def rows(in_memory: bool):
+            counts.clear()
+            return preferences.iter_rows(pairs, lambda: iter_jsonl(run.judgments), constitution, cfg.seed,
+                                         cfg.preferences.min_margin, counts, in_memory)
+
+        if not preferences.write(rows, run.preferences, run.preferences_jsonl):
             raise RlaifError("no pair cleared the margin, so the preference dataset is empty", "--margin",
                              f"lower --margin (now {cfg.preferences.min_margin}) or judge more prompts")
-        save_dataset_atomic(Dataset.from_list(rows), run.preferences)
-        atomic_write_text(run.preferences_jsonl, jsonl_text(rows))
+        counts = {k: counts.get(k, 0) for k in preferences.KEPT_COUNTS}
         _stage(run, "preferences", t, {**counts, "min_margin": cfg.preferences.min_margin}, cfg, constitution)
     if "reward" in cfg.stages or "policy" in cfg.stages:
         from rlaif.training_stages import run_training

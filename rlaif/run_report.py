@@ -3,34 +3,39 @@ bias, per-principle results, the training evaluation, and a few preference pairs
 
 from __future__ import annotations
 
+import heapq
 import json
+from array import array
 from collections import defaultdict
+from typing import Iterable
 
 from rlaif import report
-from rlaif.store import Run, atomic_write_text, read_jsonl
+from rlaif.store import Run, atomic_write_text, iter_jsonl
 
 
-def _judge_plots(judgments: list[dict], prefs: list[dict]) -> str:
+def _judge_plots(first: array, scores: array) -> str:
     fig, (ax1, ax2) = report.figure(11, 3.8, ncols=2)
-    first = [j["p_a"] if j["order"] == "ab" else 1 - j["p_a"] for j in judgments if j["p_a"] is not None]
     ax1.hist(first, bins=20, range=(0, 1), color="#888")
     ax1.set(title="P(response shown first is better), single orders", xlabel="probability", ylabel="judgments")
-    scores = [r["score"] for r in prefs]
     ax2.hist(scores, bins=20, range=(0, 1), color="#4a7")
     ax2.set(title="Pair scores of kept preferences (both orders)", xlabel="P(response_a is better)")
     return report.img(report.png_base64(fig), "judge score distributions")
 
 
-def _per_principle(judgments: list[dict]) -> list[dict]:
-    by = defaultdict(list)
+def _per_principle(judgments: Iterable[dict], first: array) -> list[dict]:
+    """One pass over the judgments: per-principle counts, and P(shown first is better) of each into `first`."""
+    by = defaultdict(lambda: [0, 0, 0.0, 0])  # judgments, parse failures, sum and count of P(first)
     for j in judgments:
-        by[j["principle_id"]].append(j)
-    rows = []
-    for pid, js in sorted(by.items()):
-        shown_first = [j["p_a"] if j["order"] == "ab" else 1 - j["p_a"] for j in js if j["p_a"] is not None]
-        rows.append({"principle": pid, "judgments": len(js), "parse_failures": sum(j["verdict"] is None for j in js),
-                     "mean P(first shown better)": sum(shown_first) / len(shown_first) if shown_first else None})
-    return rows
+        acc = by[j["principle_id"]]
+        acc[0] += 1
+        acc[1] += j["verdict"] is None
+        if j["p_a"] is not None:
+            first.append(j["p_a"] if j["order"] == "ab" else 1 - j["p_a"])
+            acc[2] += first[-1]
+            acc[3] += 1
+    return [{"principle": pid, "judgments": n, "parse_failures": bad,
+             "mean P(first shown better)": total / count if count else None}
+            for pid, (n, bad, total, count) in sorted(by.items())]
 
 
 def write(run: Run) -> None:
@@ -56,11 +61,14 @@ def write(run: Run) -> None:
                          "<p>policy_win_rate: the trained policy against the base policy on held-out prompts, judged "
                          "in both orders (0.5 is a draw). reward_*: mean reward under the trained reward model. "
                          "With the embedded 135M judge these sit near chance; read them as such.</p>"))
-    judgments = read_jsonl(run.judgments)
-    prefs = read_jsonl(run.preferences_jsonl)
-    if judgments:
-        sections.append(("Judge", _judge_plots(judgments, prefs) + report.table(
-            _per_principle(judgments), ["principle", "judgments", "parse_failures", "mean P(first shown better)"]) +
+    first, scores = array("d"), array("d")  # streamed: a run of any size is read in constant memory
+    principles = _per_principle(iter_jsonl(run.judgments), first)
+    top = heapq.nlargest(5, (r for r in iter_jsonl(run.preferences_jsonl)  # revision rows may have no score
+                             if r["score"] is None or scores.append(r["score"]) or True),
+                         key=lambda r: r["margin"])  # as sorted(..., key=-margin)[:5]: ties keep file order
+    if principles:
+        sections.append(("Judge", _judge_plots(first, scores) + report.table(
+            principles, ["principle", "judgments", "parse_failures", "mean P(first shown better)"]) +
             "<p>A judge without position bias puts P(first shown better) near 0.5 on average; scoring both orders "
             "cancels what bias there is.</p>"))
     for row in read_jsonl(run.root / "revisions.jsonl")[:3]:
@@ -78,7 +86,7 @@ def write(run: Run) -> None:
             "decided: pairs where you and the judge both picked a side; agreement = agree / decided. For confidence "
             "intervals and baselines: <code>rlaif agreement --constitution C --human "
             f"{report.esc(run.root / 'human_labels.jsonl')}</code>.</p>"))
-    for row in sorted(prefs, key=lambda r: -r["margin"])[:5]:
+    for row in top:
         sections.append((f"Preference {row['pair_id']} (score {report.fmt(row['score'])})",
                          report.pre(row["prompt"][0]["content"], 600) + "<p>chosen</p>" +
                          report.pre(row["chosen"][0]["content"], 800) + "<p>rejected</p>" +

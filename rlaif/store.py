@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import sqlite3
 import tempfile
+import time
+from array import array
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -49,14 +53,27 @@ def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
     return [json.loads(line) for line in data[:end].decode("utf-8").splitlines() if line.strip()]
 
 
+SYNC_EVERY_S = 1.0  # fsync at most this often per file: a killed process loses nothing it wrote, a power cut
+_synced = {}        # at most about this much. An fsync took 12 ms here, more than a batch of fake judgments.
+
+
+def _sync(f, path: Path, force: bool = False) -> None:
+    """fsync `f` when forced or when SYNC_EVERY_S has passed since the last fsync of `path`."""
+    now = time.monotonic()
+    key = os.path.abspath(path)
+    if force or now - _synced.get(key, 0.0) >= SYNC_EVERY_S:
+        os.fsync(f.fileno())
+        _synced[key] = now
+
+
 def append_jsonl(path: Path, records: list[dict]) -> None:
-    """Append whole records in one write, then flush to disk: a crash loses at most this batch."""
+    """Append whole records in one write (a kill loses at most this batch), fsynced at most every SYNC_EVERY_S."""
     if not records:
         return
     with open(path, "a", encoding="utf-8") as f:
         f.write(jsonl_text(records))
         f.flush()
-        os.fsync(f.fileno())
+        _sync(f, path)
 
 
 def save_dataset_atomic(dataset, path: Path) -> None:
@@ -116,3 +133,249 @@ class Run:
         summary[key] = value
         atomic_write_json(self.summary, summary)
         return summary
+
+
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    """Stream the complete lines of a JSONL file (a last line cut short by a crash is skipped)."""
+    for _, line in _lines(path):
+        yield json.loads(line)
+
+
+def _lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) for each complete non-blank line from byte `start` on."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        f.seek(start)
+        offset = start
+        for line in f:
+            if not line.endswith(b"\n"):
+                return
+            if line.strip():
+                yield offset, line
+            offset += len(line)
+
+
+def atomic_write_lines(path: Path, records: Iterable[dict]) -> int:
+    """atomic_write_text for a stream of records as JSON lines, in constant memory. Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+class PairsFile:
+    """The pairs of pairs.jsonl as a re-iterable sequence that stays on disk: `ids` picks and orders them
+    (None: every pair, in file order). Holds one file offset per pair, not the pairs."""
+
+    def __init__(self, path: Path, ids: Iterable[str] | None = None):
+        self.path = Path(path)
+        self.offsets = array("q")
+        if ids is None:
+            self.offsets.extend(offset for offset, _ in _lines(self.path))
+            return
+        ids = list(ids)
+        lines = _lines(self.path)
+        for offset, line in lines:  # pairs.jsonl is written in prompt order: one pass, nothing kept
+            if len(self.offsets) == len(ids):
+                break
+            if _pair_id(line) == ids[len(self.offsets)]:
+                self.offsets.append(offset)
+        if len(self.offsets) < len(ids):  # out of order (prompts changed between runs): look the rest up
+            position = {pid: i for i, pid in enumerate(ids[len(self.offsets):], len(self.offsets))}
+            found = {}
+            for offset, line in _lines(self.path):
+                if (i := position.get(_pair_id(line))) is not None:
+                    found[i] = offset  # the last copy wins, as a dict of all pairs did
+            missing = [ids[i] for i in position.values() if i not in found]
+            if missing:
+                raise KeyError(f"pairs.jsonl lacks pair {missing[0]}")
+            self.offsets.extend(found[i] for i in sorted(found))
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __iter__(self) -> Iterator[dict]:
+        with open(self.path, "rb") as f:
+            for offset in self.offsets:
+                if f.tell() != offset:
+                    f.seek(offset)
+                yield json.loads(f.readline())
+
+
+def _pair_id(line: bytes) -> str:
+    m = _PAIR_ID.match(line)
+    return json.loads(m.group(1)) if m else json.loads(line)["pair_id"]
+
+
+_PAIR_ID = re.compile(rb'\{"pair_id": ("(?:[^"\\]|\\.)*")')
+
+
+class JudgmentCache:
+    """Records by `key`, looked up without holding them in memory.
+
+    The append-only JSONL file stays the source of truth (each batch one write and an fsync, as
+    append_jsonl). Beside it, `<name>.index.sqlite` maps key -> (offset, length) in that file; it is
+    derived data: brought up to date from the file's unindexed tail on open (so a crash between the two
+    writes loses nothing), rebuilt when missing, unreadable or out of step with the file. A key seen twice
+    points at its last record. Only the `key` field is read. The index also remembers keys by the caller's
+    hash of their inputs (keys_of/remember)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.index = self.path.with_name(self.path.name + ".index.sqlite")
+        read_jsonl_tail_repair(self.path)
+        try:
+            self._open()
+        except sqlite3.DatabaseError:  # a damaged index: it is only derived data
+            self._drop()
+            self._open()
+        self.file = open(self.path, "a+b")
+
+    def _open(self) -> None:
+        self.db = sqlite3.connect(self.index)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS idx (key TEXT PRIMARY KEY, off INTEGER, len INTEGER) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS memo (inputs TEXT PRIMARY KEY, key TEXT) WITHOUT ROWID")
+        indexed, head = self._meta("bytes", 0), self._meta("head", "")
+        size = self.path.stat().st_size if self.path.exists() else 0
+        if size < indexed or head != self._head(indexed):  # the file was replaced or cut: start over
+            self.db.execute("DELETE FROM idx")
+            indexed = 0
+        self._scan(indexed)
+
+    def _drop(self) -> None:
+        try:
+            self.db.close()
+        except Exception:
+            pass
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self.index) + suffix).unlink(missing_ok=True)
+
+    def _meta(self, name: str, default):
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else default
+
+    def _head(self, upto: int) -> str:
+        """A fingerprint of the file's first bytes, so a replaced file is not read through a stale index."""
+        if not upto:
+            return ""
+        with open(self.path, "rb") as f:
+            return f.read(min(upto, 4096)).hex()[:64] + f":{min(upto, 4096)}"
+
+    def _scan(self, start: int) -> None:
+        rows, end = [], start
+        for offset, line in _lines(self.path, start):
+            rows.append((json.loads(line)["key"], offset, len(line)))
+            end = offset + len(line)
+            if len(rows) >= 50_000:
+                self._index(rows, end)
+                rows = []
+        self._index(rows, end if rows else max(end, start))
+
+    def _index(self, rows: list, end: int) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO idx VALUES (?, ?, ?)", rows)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('bytes', ?)", (end,))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (self._head(end),))
+
+    def get_many(self, keys: Iterable[str]) -> dict:
+        """key -> record for the keys present."""
+        keys = list(dict.fromkeys(keys))
+        found = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            q = f"SELECT key, off, len FROM idx WHERE key IN ({','.join('?' * len(chunk))})"
+            for key, off, n in sorted(self.db.execute(q, chunk), key=lambda row: row[1]):
+                self.file.seek(off)
+                record = json.loads(self.file.read(n))
+                if record.get("key") != key:  # the index is out of step with the file: rebuild, look again
+                    self.db.execute("DELETE FROM idx")
+                    self._scan(0)
+                    return self.get_many(keys)
+                found[key] = record
+        return found
+
+    remembers = True  # keys_of/remember: a caller's own hash of a record's inputs -> its key (lets a resumed
+    # judge skip rendering prompts it has judged before; a remembered key whose record is gone is just a miss)
+
+    def keys_of(self, inputs: list[str]) -> dict:
+        found = {}
+        for start in range(0, len(inputs), 500):
+            chunk = inputs[start:start + 500]
+            q = f"SELECT inputs, key FROM memo WHERE inputs IN ({','.join('?' * len(chunk))})"
+            found.update(self.db.execute(q, chunk))
+        return found
+
+    def remember(self, pairs: list[tuple[str, str]]) -> None:
+        if pairs:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?)", pairs)
+
+    def get(self, key: str) -> dict | None:
+        return self.get_many([key]).get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM idx WHERE key = ?", (key,)).fetchone() is not None
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM idx").fetchone()[0]
+
+    def add(self, records: list[dict]) -> None:
+        """Append the records in one write (as append_jsonl), then index them: the file always leads."""
+        if not records:
+            return
+        lines = [(json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records]
+        self.file.seek(0, os.SEEK_END)
+        start = self.file.tell()
+        self.file.write(b"".join(lines))
+        self.file.flush()
+        _sync(self.file, self.path)
+        rows, off = [], start
+        for r, line in zip(records, lines):
+            rows.append((r["key"], off, len(line)))
+            off += len(line)
+        self._index(rows, off)
+
+    def close(self) -> None:
+        self.file.flush()
+        _sync(self.file, self.path, force=True)
+        self.file.close()
+        self.db.close()
+
+
+def read_jsonl_tail_repair(path: Path) -> None:
+    """Cut off a last line left unfinished by a crash (the rest of the file is untouched)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        tail = max(0, size - (1 << 20))
+        while True:
+            f.seek(tail)
+            block = f.read(size - tail)
+            cut = block.rfind(b"\n")
+            if cut >= 0 or tail == 0:
+                end = tail + cut + 1
+                break
+            tail = max(0, tail - (1 << 20))
+        if end < size:
+            f.truncate(end)

@@ -66,9 +66,13 @@ class Engine:
 
         Local engines share this (they need `tok`, `max_context` and `stats`), so HF and vLLM see the same
         tokens. Too long: keep the end (the question and the answer cue) and, for judges, the head too."""
-        ids = self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)
-        if hasattr(ids, "keys"):  # newer transformers return a BatchEncoding
-            ids = ids["input_ids"]
+        frame = self._user_frame() if len(conv) == 1 and conv[0].get("role") == "user" and len(conv[0]) == 2 else None
+        if frame:  # the chat template rendered once: same text, so the same ids, as apply_chat_template gives
+            ids = self.tok(frame[0] + conv[0]["content"] + frame[1], add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)
+            if hasattr(ids, "keys"):  # newer transformers return a BatchEncoding
+                ids = ids["input_ids"]
         ids = list(ids)
         budget = self.max_context - reserve
         if len(ids) > budget:
@@ -77,6 +81,30 @@ class Engine:
             ids = ids[:head] + ids[len(ids) - (budget - head):]
         self.stats["prompt_tokens"] += len(ids)
         return ids
+
+
+    def _user_frame(self) -> tuple[str, str] | None:
+        """(before, after) the content of a single user message in the chat template's text, when the template
+        puts that content in verbatim (checked on two probes, one with edge whitespace); else None."""
+        if not hasattr(self, "_frame"):
+            self._frame = None
+            try:
+                probe = "\u2063rlaif-probe\u2063"
+                text = self.tok.apply_chat_template([{"role": "user", "content": probe}], add_generation_prompt=True,
+                                                    tokenize=False)
+                before, sep, after = text.partition(probe)
+                other = " \n{{ probe 2 }} \n"
+                again = self.tok.apply_chat_template([{"role": "user", "content": other}], add_generation_prompt=True,
+                                                     tokenize=False)
+                if sep and probe not in after and again == before + other + after:
+                    ids = self.tok.apply_chat_template([{"role": "user", "content": other}], add_generation_prompt=True,
+                                                       tokenize=True)
+                    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+                    if list(ids) == self.tok(again, add_special_tokens=False)["input_ids"]:
+                        self._frame = (before, after)
+            except Exception:  # a template that cannot render a probe: render every conversation instead
+                self._frame = None
+        return self._frame
 
 
 def auto_dtype(cuda: bool) -> str:

@@ -137,12 +137,19 @@ class EnginePool:
 
         try:
             return HFEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
-                            max_model_len=self._context(path))
+                            max_model_len=self._context(path), role=self.role(model))
         except (OSError, ValueError) as e:  # no safetensors weights, not in the offline cache, remote code refused
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise RlaifError(f"cannot load model {model!r}: {reason}", "--policy-model/--judge-model",
                              "use a folder with safetensors weights (pickled .bin files are refused), set "
                              "HF_HUB_OFFLINE=0 to download a hub id, or pass --trust-remote-code if you trust it") from None
+
+    def role(self, model: str) -> str:
+        """What this run asks of the model (judge, generate or both): what a measured --dtype auto weighs."""
+        stages = set(getattr(self.cfg, "stages", ()) or ())
+        generates = model == self.cfg.generate.model and bool({"generate", "reward", "policy"} & stages)
+        judges = model == self.cfg.judge.model and bool({"judge", "policy"} & stages)
+        return "both" if generates == judges else "generate" if generates else "judge"
 
     def close(self):
         for key in list(self._engines):

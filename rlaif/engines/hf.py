@@ -38,31 +38,50 @@ def pick_dtype(name: str, cuda: bool):
 
 
 class HFEngine(Engine):
+    # Log-prob judging: prompts sorted by length and run in batches of at most this many tokens (padding
+    # included) and judge_rows rows, with logits at the last position only.
+    judge_tokens = {"cpu": 4096, "cuda": 65536}
+    judge_rows = 32
+
     def __init__(self, path: str, identity: str, *, dtype: str = "auto", trust_remote_code: bool = False,
-                 device: str | None = None, max_model_len: int | None = None):
+                 device: str | None = None, max_model_len: int | None = None, role: str = "both"):
+        """role: judge, generate or both; what `dtype="auto"` weighs when it measures on a CPU (dtype.py)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = pick_dtype(dtype, self.device == "cuda")
-        self.identity = f"hf:{identity}:{str(self.dtype).removeprefix('torch.')}"
+
+        def load(torch_dtype):
+            # On CPU, transformers' threaded weight loading leaves its threads' malloc arenas behind: about 80 MiB
+            # of RSS that close() cannot return. Loading in this thread returns it, and was no slower (embedded
+            # model, 2 cores: 1.48 s vs 1.61 s).
+            sequential = self.device == "cpu" and "HF_DEACTIVATE_ASYNC_LOAD" not in os.environ
+            if sequential:
+                os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
+            try:
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True).to(self.device)
+            finally:
+                if sequential:
+                    os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
+            return model.eval()
+
         self.tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        # On CPU, transformers' threaded weight loading leaves its threads' malloc arenas behind: about 80 MiB of
-        # RSS that close() cannot return. Loading in this thread returns it, and was no slower (embedded model,
-        # 2 cores: 1.48 s vs 1.61 s).
-        sequential = self.device == "cpu" and "HF_DEACTIVATE_ASYNC_LOAD" not in os.environ
-        if sequential:
-            os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
-        try:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=self.dtype, trust_remote_code=trust_remote_code, use_safetensors=True).to(self.device)
-        finally:
-            if sequential:
-                os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
-        self.model.eval()
+        if dtype == "auto" and self.device == "cpu":
+            from rlaif.engines import dtype as measured
+
+            self.model, name, why = measured.choose(load, identity, role)
+            measured.announce(name, why)
+            self.dtype = getattr(torch, name)
+        else:
+            self.dtype = pick_dtype(dtype, self.device == "cuda")
+            self.model = load(self.dtype)
+            why = "given with --dtype" if dtype != "auto" else "auto on CUDA"
+        self.dtype_choice = {"dtype": str(self.dtype).removeprefix("torch."), "why": why}
+        self.identity = f"hf:{identity}:{str(self.dtype).removeprefix('torch.')}"
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         if max_model_len:  # the pool caps it (factory.CONTEXT_CAP or --max-model-len); prompts past it are cut
             self.max_context = min(self.max_context, int(max_model_len))
@@ -117,17 +136,38 @@ class HFEngine(Engine):
         return self._decode(out, input_ids.shape[1])
 
     def label_logprobs(self, conversations: Sequence[list[dict]], labels: Sequence[str]) -> list[dict]:
+        """Batches of similar length (little padding), logits at the last position only."""
         import torch
 
         label_ids = self.label_token_ids(labels)
-        results = []
-        for conv in conversations:  # one at a time: padding made batches slower per pair on CPU
-            input_ids, mask = self._batch([self.chat_ids(conv, 1, keep_head=True)])
+        rows = [self.chat_ids(conv, 1, keep_head=True) for conv in conversations]
+        results = [None] * len(rows)
+        for batch in self.length_batches([len(r) for r in rows]):
+            input_ids, mask = self._batch([rows[i] for i in batch])
             with torch.inference_mode():
-                logits = self.model(input_ids=input_ids, attention_mask=mask).logits[0, -1].float()
-            logp = torch.log_softmax(logits, dim=-1)
-            results.append({label: float(logp[i]) for label, i in zip(labels, label_ids)})
+                logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=self._positions(mask),
+                                    logits_to_keep=1).logits[:, -1].float()
+            logp = torch.log_softmax(logits, dim=-1)[:, label_ids].tolist()
+            for i, values in zip(batch, logp):
+                results[i] = dict(zip(labels, values))
         return results
+
+    def length_batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices sorted by length, cut into batches within the token and row budgets (padding counted)."""
+        budget = self.judge_tokens["cuda" if self.device == "cuda" else "cpu"]
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        batches, batch = [], []
+        for i in order:
+            if batch and (len(batch) + 1) * lengths[i] > budget or len(batch) >= self.judge_rows:
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        return batches + ([batch] if batch else [])
+
+    @staticmethod
+    def _positions(mask):
+        """Positions counted from each row's first real token, as generate() does with left padding."""
+        return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
     def close(self) -> None:
         """Give the model's memory back: drop the weights, collect, empty the CUDA cache, and on CPU hand freed
