@@ -7,6 +7,7 @@ import heapq
 import json
 from array import array
 from collections import defaultdict
+from itertools import islice
 from typing import Iterable
 
 from rlaif import report
@@ -71,7 +72,7 @@ def write(run: Run) -> None:
             principles, ["principle", "judgments", "parse_failures", "mean P(first shown better)"]) +
             "<p>A judge without position bias puts P(first shown better) near 0.5 on average; scoring both orders "
             "cancels what bias there is.</p>"))
-    for row in read_jsonl(run.root / "revisions.jsonl")[:3]:
+    for row in islice(iter_jsonl(run.root / "revisions.jsonl"), 3):
         body = report.pre(row["prompt"], 600) + "<p>initial</p>" + report.pre(row["initial"], 800)
         for r in row["rounds"]:
             body += (f"<p>critique ({report.esc(r['principle_id'])})</p>" + report.pre(r["critique"], 800) +

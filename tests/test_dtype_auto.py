@@ -59,14 +59,16 @@ def test_length_batches_cover_every_prompt_once_within_budget():
     from rlaif.engines.hf import HFEngine
 
     engine = HFEngine.__new__(HFEngine)
-    engine.device = "cpu"
+    engine.device = "cuda"
     lengths = [900, 30, 500, 510, 2000, 5000, 35, 40, 505, 1200] * 5
     batches = engine.length_batches(lengths)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
-        assert len(b) <= engine.judge_rows
-        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= engine.judge_tokens["cpu"]
+        assert len(b) <= engine.judge_rows["cuda"]
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= engine.judge_tokens["cuda"]
     assert any(len(b) > 1 for b in batches)
+    engine.device = "cpu"  # one prompt per pass: no padding, so no judgment depends on its neighbours
+    assert sorted(engine.length_batches(lengths)) == [[i] for i in range(len(lengths))]
 
 
 def test_explicit_dtype_wins_and_batched_judging_matches_one_at_a_time(monkeypatch):
@@ -78,9 +80,9 @@ def test_explicit_dtype_wins_and_batched_judging_matches_one_at_a_time(monkeypat
     engine = HFEngine(path, identity, dtype="float32", role="judge")
     assert engine.dtype == torch.float32 and engine.dtype_choice["why"] == "given with --dtype"
     convs = [[{"role": "user", "content": "Which is better, A or B? Reply A or B. " * n}] for n in (1, 4, 2)]
+    single = engine.label_logprobs(convs, ["A", "B"])  # on CPU: one prompt per forward pass
+    engine.judge_rows = {"cpu": 8}  # padded, length-sorted batches, as on CUDA
     batched = engine.label_logprobs(convs, ["A", "B"])
-    engine.judge_tokens = {"cpu": 1}  # one prompt per forward pass
-    single = engine.label_logprobs(convs, ["A", "B"])
     assert all(abs(b[k] - s[k]) < 1e-4 for b, s in zip(batched, single) for k in "AB")
     for conv in convs:  # the cached chat-template frame gives apply_chat_template's ids
         ids = engine.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)

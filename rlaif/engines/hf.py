@@ -39,9 +39,11 @@ def pick_dtype(name: str, cuda: bool):
 
 class HFEngine(Engine):
     # Log-prob judging: prompts sorted by length and run in batches of at most this many tokens (padding
-    # included) and judge_rows rows, with logits at the last position only.
+    # included) and judge_rows rows, with logits at the last position only. On CPU one prompt per pass: no
+    # padding, so a judgment never depends on which prompts shared its batch (in bf16 padding moves logits),
+    # and batches of 8 measured no faster than one at a time there.
     judge_tokens = {"cpu": 4096, "cuda": 65536}
-    judge_rows = 32
+    judge_rows = {"cpu": 1, "cuda": 32}
 
     def __init__(self, path: str, identity: str, *, dtype: str = "auto", trust_remote_code: bool = False,
                  device: str | None = None, max_model_len: int | None = None, role: str = "both"):
@@ -154,11 +156,12 @@ class HFEngine(Engine):
 
     def length_batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices sorted by length, cut into batches within the token and row budgets (padding counted)."""
-        budget = self.judge_tokens["cuda" if self.device == "cuda" else "cpu"]
+        device = "cuda" if self.device == "cuda" else "cpu"
+        budget = self.judge_tokens[device]
         order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
         batches, batch = [], []
         for i in order:
-            if batch and (len(batch) + 1) * lengths[i] > budget or len(batch) >= self.judge_rows:
+            if batch and (len(batch) + 1) * lengths[i] > budget or len(batch) >= self.judge_rows[device]:
                 batches.append(batch)
                 batch = []
             batch.append(i)
