@@ -6,7 +6,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from transformers import AutoModelForCausalLM
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT

