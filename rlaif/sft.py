@@ -173,32 +173,16 @@ def sft_path(run) -> Path:
 def evaluate_sft(cfg, constitution, run, pool, prompts: list[str], before: str) -> dict:
     """sft_win_rate: the SFT model against the model before SFT on held-out prompts, judged in both orders, as
     policy_win_rate is."""
-    from rlaif.engines.base import request_seed
-    from rlaif.generate import pair_id
-    from rlaif.judge import judge_mode, judge_settings, pair_scores, run_judge
     from rlaif.revise import win_rate
+    from rlaif.training_stages import head_to_head
 
     if not prompts:
         return {"sft_win_rate": None, "note": "no held-out prompts left in the prompt file after --num-prompts"}
     t = time.time()
-    convs = [[{"role": "user", "content": p}] for p in prompts]
-    seeds = [request_seed(cfg.seed, "sft-eval", pair_id(i, p)) for i, p in enumerate(prompts)]  # same for both models
-    kw = dict(seed=seeds, max_new_tokens=cfg.generate.max_new_tokens,
-              temperature=cfg.generate.temperature, top_p=cfg.generate.top_p)
     # One model at a time (the engine pool's plan): the SFT model, the model before SFT, then the judge.
-    sft_out = pool.get(str(sft_path(run))).generate(convs, **kw)
-    pool.done("eval-sft")
-    before_out = pool.get(before, cfg.generate.base_url).generate(convs, **kw)
-    pool.done("eval-sft-base")
-    pairs = [{"pair_id": f"sft-{pair_id(i, p)}", "prompt": p, "response_a": a, "response_b": b}
-             for i, (p, a, b) in enumerate(zip(prompts, sft_out, before_out))]
-    judge = pool.get(cfg.judge.model, cfg.judge.base_url)
-    mode = judge_mode(constitution, judge)
-    judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
-                             batch_size=cfg.judge.batch_size)
-    pool.done("eval-sft-judge")
-    del judge
-    scores = pair_scores(pairs, judgments, constitution, cfg.seed)
+    pairs, judgments, scores, _, _ = head_to_head(cfg, constitution, pool, prompts, (str(sft_path(run)), None),
+                                                  (before, cfg.generate.base_url),
+                                                  ("eval-sft", "eval-sft-base", "eval-sft-judge"), "sft-eval", "sft")
     (run.root / "eval").mkdir(exist_ok=True)
     atomic_write_text(run.root / "eval" / "sft_pairs.jsonl", jsonl_text([{**p, "score": scores[p["pair_id"]]} for p in pairs]))
     atomic_write_text(run.root / "eval" / "sft_judgments.jsonl", jsonl_text(judgments))

@@ -54,34 +54,45 @@ def _is_main_process() -> bool:
     return PartialState().is_main_process
 
 
+def head_to_head(cfg, constitution, pool, prompts: list[str], a: tuple, b: tuple, steps: tuple, seed_tag: str,
+                 id_prefix: str):
+    """Model a against model b on `prompts`, the same per-prompt seed for both, judged in both orders. a and b
+    are (model, base_url); steps names the pool's steps for a, b and the judge, so one model lives at a time.
+    Returns (pairs, judgments, scores, outputs of a, outputs of b); pair ids are f"{id_prefix}-{pair_id}"."""
+    from rlaif.judge import judge_mode, judge_settings, pair_scores, run_judge
+
+    convs = [[{"role": "user", "content": p}] for p in prompts]
+    seeds = [request_seed(cfg.seed, seed_tag, pair_id(i, p)) for i, p in enumerate(prompts)]  # same for both models
+    kw = dict(seed=seeds, max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
+              top_p=cfg.generate.top_p)
+    out_a = pool.get(*a).generate(convs, **kw)
+    pool.done(steps[0])
+    out_b = pool.get(*b).generate(convs, **kw)
+    pool.done(steps[1])
+    pairs = [{"pair_id": f"{id_prefix}-{pair_id(i, p)}", "prompt": p, "response_a": x, "response_b": y}
+             for i, (p, x, y) in enumerate(zip(prompts, out_a, out_b))]
+    judge = pool.get(cfg.judge.model, cfg.judge.base_url)
+    mode = judge_mode(constitution, judge)
+    judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
+                             batch_size=cfg.judge.batch_size)
+    pool.done(steps[2])
+    del judge
+    return pairs, judgments, pair_scores(pairs, judgments, constitution, cfg.seed), out_a, out_b
+
+
 def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
     """The trained policy against the base policy on held-out prompts, judged in both orders by the
     judge, and both scored by the trained reward model."""
-    from rlaif.judge import judge_mode, judge_settings, pair_scores, run_judge
     from rlaif.train import reward_scores
 
     if not prompts:
         return {"policy_win_rate": None, "reward_base": None, "reward_policy": None,
                 "note": "no held-out prompts left in the prompt file after --num-prompts"}
     t = time.time()
-    convs = [[{"role": "user", "content": p}] for p in prompts]
-    seeds = [request_seed(cfg.seed, "eval", pair_id(i, p)) for i, p in enumerate(prompts)]  # same for both models
-    kw = dict(seed=seeds, max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
-              top_p=cfg.generate.top_p)
     # One model at a time: the trained policy, then the base (kept if the judge is the same model), then the judge.
-    policy_out = pool.get(str(run.policy)).generate(convs, **kw)
-    pool.done("eval-policy")
-    base_out = pool.get(cfg.generate.model, cfg.generate.base_url).generate(convs, **kw)
-    pool.done("eval-base")
-    pairs = [{"pair_id": f"eval-{pair_id(i, p)}", "prompt": p, "response_a": a, "response_b": b}
-             for i, (p, a, b) in enumerate(zip(prompts, policy_out, base_out))]
-    judge = pool.get(cfg.judge.model, cfg.judge.base_url)
-    mode = judge_mode(constitution, judge)
-    judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
-                             batch_size=cfg.judge.batch_size)
-    pool.done("eval-judge")
-    del judge
-    scores = pair_scores(pairs, judgments, constitution, cfg.seed)
+    pairs, judgments, scores, policy_out, base_out = head_to_head(
+        cfg, constitution, pool, prompts, (str(run.policy), None), (cfg.generate.model, cfg.generate.base_url),
+        ("eval-policy", "eval-base", "eval-judge"), "eval", "eval")
     decided = [s for s in scores.values() if s is not None]
     wins = sum(1.0 if s > 0.5 else 0.5 if s == 0.5 else 0.0 for s in decided)
     r_policy = reward_scores(run.reward_model, prompts, policy_out) if (run.reward_model / "config.json").exists() else []
