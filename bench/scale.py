@@ -41,6 +41,7 @@ def child(n: int, workdir: Path, stages: str) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from rlaif.cli import main
     from rlaif.engines import factory
+    from rlaif.engines.base import row_seeds
     from rlaif.engines.fake import FakeEngine
 
     class PipelineCostOnly(FakeEngine):
@@ -52,7 +53,8 @@ def child(n: int, workdir: Path, stages: str) -> dict:
 
         def generate(self, conversations, *, seed, **kw):
             t = time.perf_counter()
-            tags = [hashlib.sha256(f"{seed}:{c[-1]['content']}".encode()).hexdigest()[:16] for c in conversations]
+            tags = [hashlib.sha256(f"{s}:{c[-1]['content']}".encode()).hexdigest()[:16]
+                    for s, c in zip(row_seeds(seed, len(conversations)), conversations)]
             out = [f"#{tag} {FILLER}"[:1536] for tag in tags]
             self.seconds += time.perf_counter() - t
             return out

@@ -16,7 +16,9 @@ import json
 import re
 from collections import deque
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from itertools import islice
+from json.encoder import encode_basestring_ascii as encode_json_string
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,15 +26,15 @@ from tqdm import tqdm
 
 from rlaif.constitution import Constitution, Principle
 from rlaif.engines.base import label_probability
-from rlaif.records import Judgment, to_dict
 from rlaif.store import JudgmentCache
-from rlaif.templates import fingerprint, renderer
+from rlaif.templates import fingerprint, renderer, slotted
 
 LABELS = ("A", "B")
 DEFAULT_TEMPLATES = {"logprob": "judge_logprob.j2", "cot": "judge_cot.j2"}
 VERDICT_TEMPLATE = "_cot_verdict.j2"  # the turn after a CoT rationale, scored by log-probs
 CACHE_VERSION = "p_first-v2"  # in every key: caches written before the p_first records are not reused
 PARSED = {"A": 1.0, "B": 0.0, "TIE": 0.5}  # a parsed verdict line as P(shown-first is better)
+SLOTS = ("prompt", "response_a", "response_b")  # what differs between the judge prompts of one principle
 VERDICT_RE = re.compile(r"^\s*\**\s*verdict\s*\**\s*:\s*\**\s*(A|B|tie)\s*\**\s*\.?\s*$", re.IGNORECASE)
 
 
@@ -66,7 +68,12 @@ def is_identical(pair: dict) -> bool:
 
 def principle_hash(principle: Principle) -> str:
     """The hash of the principle text a judgment was made with (kept in each judgment)."""
-    return hashlib.sha256(principle.text.encode()).hexdigest()[:12]
+    return _text_hash(principle.text)
+
+
+@lru_cache(maxsize=256)
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def parse_verdict(text: str) -> str | None:
@@ -124,30 +131,48 @@ class _Jobs:
         # A judge that cannot give log-probs falls back to chain of thought, which needs the CoT template.
         template = constitution.template if mode == constitution.label_mode else DEFAULT_TEMPLATES[mode]
         where, dirs = str(constitution.path), constitution.template_dirs
-        self.text = renderer(template, where, mitigate, dirs)
+        self.full = renderer(template, where, mitigate, dirs)
+        self.slotted = slotted(template, SLOTS, where, mitigate, dirs)  # None: the template needs full renders
         self.verdict = renderer(VERDICT_TEMPLATE, where, mitigate, dirs) if mode == "cot" else None
         self.identity, self.mode, self.settings = identity, mode, settings
         self.fingerprint = json.dumps([CACHE_VERSION, fingerprint(dirs, mitigate), template, identity, mode, settings],
                                       sort_keys=True)
-        self.principles = {}
+        self.principles = {}  # id -> (principle, its verdict turn, the key's JSON around the text, its inputs hash)
+        self.pair, self.pair_hash = None, b""
+
+    def _principle(self, principle: Principle) -> tuple:
+        known = self.principles.get(principle.id)
+        if known is None or known[0] is not principle:
+            verdict = self.verdict(principle=principle) if self.verdict else ""
+            # The key hashes json.dumps([CACHE_VERSION, text, identity, mode, settings(, verdict)]): all but the
+            # text is fixed here, so the JSON around the text is built once (same bytes as dumping it whole).
+            marker = "\x00text\x00"
+            frame = json.dumps([CACHE_VERSION, marker, self.identity, self.mode, self.settings] + ([verdict] if verdict else []),
+                               sort_keys=True).split(json.dumps(marker))
+            assert len(frame) == 2, frame
+            inputs = hashlib.sha256((self.fingerprint + json.dumps(asdict(principle), sort_keys=True, default=str))
+                                    .encode("utf-8", "surrogatepass")).digest()
+            known = self.principles[principle.id] = (principle, verdict, frame, inputs)
+        return known
 
     def render(self, pair: dict, principle: Principle, order: str) -> Job:
+        _, verdict, (before, after), _ = self._principle(principle)
         a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
-        text = self.text(principle=principle, prompt=pair["prompt"], response_a=a, response_b=b)
-        verdict = self.verdict(principle=principle) if self.verdict else ""
-        identity_of = [CACHE_VERSION, text, self.identity, self.mode, self.settings] + ([verdict] if verdict else [])
-        key = hashlib.sha256(json.dumps(identity_of, sort_keys=True).encode()).hexdigest()
+        variables = {"principle": principle, "prompt": pair["prompt"], "response_a": a, "response_b": b}
+        text = self.slotted(principle.id, **variables) if self.slotted else self.full(**variables)
+        key = hashlib.sha256((before + encode_json_string(text) + after).encode()).hexdigest()
         return Job(pair["pair_id"], principle, order, text, key, verdict)
 
     def inputs(self, pair: dict, principle: Principle, order: str) -> str:
-        p = self.principles.get(principle.id)
-        if p is None:
-            p = self.principles[principle.id] = json.dumps(asdict(principle), sort_keys=True, default=str)
-        h = hashlib.sha256()
-        for part in (self.fingerprint, p, order, pair["prompt"], pair["response_a"], pair["response_b"]):
-            data = part.encode("utf-8", "surrogatepass")
-            h.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: no two inputs run together
-        return h.hexdigest()
+        """A hash of everything a job's text and key depend on: the stage's fingerprint, the principle, the
+        order and the pair's three texts (hashed once per pair, for all of its jobs)."""
+        if pair is not self.pair:
+            h = hashlib.sha256()
+            for part in (pair["prompt"], pair["response_a"], pair["response_b"]):
+                data = part.encode("utf-8", "surrogatepass")
+                h.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: no two inputs run together
+            self.pair, self.pair_hash = pair, h.digest()
+        return hashlib.sha256(self._principle(principle)[3] + order.encode() + self.pair_hash).hexdigest()
 
 
 def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]:
@@ -175,10 +200,12 @@ def score_jobs(engine, jobs: list[Job], mode: str, settings: dict) -> list[dict]
 
 
 def oriented(job: Job, cached: dict) -> dict:
-    """The judgment of `job` from a cache record: P(shown first) turned into P(response_a) by the job's order."""
+    """The judgment of `job` from a cache record: P(shown first) turned into P(response_a) by the job's order.
+    The fields of records.Judgment, in its order (built as a dict: this runs once per judgment)."""
     p_a = to_original(cached["p_first"], job.order)
-    return to_dict(Judgment(job.pair_id, job.principle.id, job.order, p_a, verdict_of(p_a), cached["raw_output"],
-                            cached["judge"], job.key, cached["mode"], principle_hash(job.principle)))
+    return {"pair_id": job.pair_id, "principle_id": job.principle.id, "order": job.order, "p_a": p_a,
+            "verdict": verdict_of(p_a), "raw_output": cached["raw_output"], "judge": cached["judge"], "key": job.key,
+            "mode": cached["mode"], "principle_hash": principle_hash(job.principle)}
 
 
 def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: int, mode: str, settings: dict,
@@ -238,15 +265,10 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
     try:
         maker, specs = _Jobs(constitution, engine.identity, mode, settings, mitigate), _specs(pairs, constitution, seed, identical)
         while chunk := list(islice(specs, 512)):
-            jobs = _keyed(maker, chunk, cache)
-            found = cache.get_many(j.key for j in jobs)
-            for j, spec in zip(jobs, chunk):
+            jobs, found = _keyed(maker, chunk, cache)
+            for j in jobs:
                 total += 1
                 record = found.get(j.key)
-                if record is None and j.text is None:  # a remembered key without its record: render after all
-                    j = maker.render(*spec)
-                    cache.remember([(maker.inputs(*spec), j.key)])
-                    record = cache.get_many([j.key]).get(j.key) or found.get(j.key)
                 if record is None:
                     todo[j.key] = j  # a key seen twice keeps its first place and scores its last job, as before
                 window.append([j, record])
@@ -261,16 +283,23 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
         cache.close()
     counts.update({"judgments": total, "judged": judged, "reused": total - judged, "parse_failures": failures,
                    "identical": identical[0]})
-def _keyed(maker: _Jobs, chunk: list[tuple], cache) -> list[Job]:
-    """Jobs for the specs: rendered, or only keyed (text None) when the cache remembers their inputs."""
+
+
+def _keyed(maker: _Jobs, chunk: list[tuple], cache) -> tuple[list[Job], dict]:
+    """Jobs for the specs, and the cache's records of them (key -> record). A job whose inputs the cache
+    remembers comes with its record, keyed but not rendered (text None); the others are rendered."""
     if not cache.remembers:
-        return [maker.render(*spec) for spec in chunk]
+        jobs = [maker.render(*spec) for spec in chunk]
+        return jobs, cache.get_many(j.key for j in jobs)
     inputs = [maker.inputs(*spec) for spec in chunk]
-    known = cache.keys_of(inputs)
-    jobs = [Job(spec[0]["pair_id"], spec[1], spec[2], None, known[h]) if h in known else maker.render(*spec)
+    known = cache.records_of(inputs)
+    jobs = [Job(spec[0]["pair_id"], spec[1], spec[2], None, known[h]["key"]) if h in known else maker.render(*spec)
             for spec, h in zip(chunk, inputs)]
-    cache.remember([(h, j.key) for h, j in zip(inputs, jobs) if h not in known])
-    return jobs
+    rendered = [(h, j.key) for h, j in zip(inputs, jobs) if h not in known]
+    found = cache.get_many(key for _, key in rendered)
+    found.update((r["key"], r) for r in known.values())
+    cache.remember(rendered)
+    return jobs, found
 
 
 class _MemoryCache:

@@ -6,6 +6,7 @@ import hashlib
 import shutil
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 
 import yaml
@@ -14,8 +15,7 @@ from rlaif import DATA_DIR, config as config_mod
 from rlaif import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.generate import load_prompts
-from rlaif.store import (PairsFile, Run, atomic_write_lines, atomic_write_text, default_run_dir, iter_jsonl,
-                         read_jsonl)
+from rlaif.store import PairsFile, Run, atomic_write_lines, atomic_write_text, default_run_dir, iter_jsonl
 
 EXAMPLES = DATA_DIR / "dry_run_examples.jsonl"
 
@@ -26,7 +26,7 @@ def print_dry_run(cfg, constitution) -> int:
 
     out = Path(cfg.output_dir) if cfg.output_dir else None
     source = out / "pairs.jsonl" if out and (out / "pairs.jsonl").exists() else EXAMPLES
-    pairs = read_jsonl(source)[:2]
+    pairs = list(islice(iter_jsonl(source), 2))
     jobs = make_jobs(pairs, constitution, cfg.seed, "dry-run", constitution.label_mode,
                      judge_settings(cfg, constitution.label_mode))
     print(f"# constitution {constitution.path}: {len(constitution.principles)} principles, template "

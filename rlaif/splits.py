@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Iterator
 
 from rlaif.errors import RlaifError
-from rlaif.store import atomic_write_json, read_jsonl
+from rlaif.store import atomic_write_json, iter_jsonl
 
 
 def prompt_id(prompt: str) -> str:
     return hashlib.sha256(prompt.encode()).hexdigest()[:12]  # as in pairs.jsonl
 
 
-def _training_prompts(run, new_train: list[str]) -> dict:
-    """prompt_id -> where it comes from, for every prompt a preference row could come from."""
-    seen = {prompt_id(p): "--num-prompts" for p in new_train}
+def _training_prompts(run, new_train: list[str]) -> Iterator[tuple[str, str]]:
+    """(prompt_id, where it comes from) for every prompt a preference row could come from (repeats included)."""
+    for p in new_train:
+        yield prompt_id(p), "--num-prompts"
     for source in (run.pairs, run.preferences_jsonl, run.root / "revisions.jsonl"):  # revisions: SFT and CAI pairs
-        for row in read_jsonl(source):
+        for row in iter_jsonl(source):  # streamed: pairs.jsonl may hold millions of rows
             text = row["prompt"] if isinstance(row["prompt"], str) else row["prompt"][0]["content"]
-            seen.setdefault(prompt_id(text), source.name)
-    return seen
+            yield prompt_id(text), source.name
 
 
 def resolve(run, train_prompts: list[str], eval_prompts: list[str]) -> list[str]:
@@ -36,7 +37,7 @@ def resolve(run, train_prompts: list[str], eval_prompts: list[str]) -> list[str]
     if path.exists():
         eval_prompts = [e["prompt"] for e in json.loads(path.read_text())["eval"]]
     held_out = {prompt_id(p): i for i, p in enumerate(eval_prompts)}
-    for pid, source in _training_prompts(run, train_prompts).items():
+    for pid, source in _training_prompts(run, train_prompts):
         if pid in held_out:
             where = f"{path}" if path.exists() else "--num-prompts"
             raise RlaifError(f"prompt {pid} is held out for evaluation in this run folder, but it is a training "
@@ -55,6 +56,6 @@ def record(run, eval_prompts: list[str], source: str | None) -> None:
 
 def summary(run, eval_prompts: list[str]) -> dict:
     """n_train_prompts (distinct prompts that preference rows can come from), n_eval_prompts, eval_overlap."""
-    train = set(_training_prompts(run, []))
+    train = {pid for pid, _ in _training_prompts(run, [])}
     return {"n_train_prompts": len(train), "n_eval_prompts": len(eval_prompts),
             "eval_overlap": len(train & {prompt_id(p) for p in eval_prompts})}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -211,10 +212,13 @@ class PairsFile:
 
     def __iter__(self) -> Iterator[dict]:
         with open(self.path, "rb") as f:
+            at = 0
             for offset in self.offsets:
-                if f.tell() != offset:
+                if at != offset:  # kept here: f.tell() per line cost more than the seek it saves
                     f.seek(offset)
-                yield json.loads(f.readline())
+                line = f.readline()
+                at = offset + len(line)
+                yield json.loads(line)
 
 
 def _pair_id(line: bytes) -> str:
@@ -225,6 +229,10 @@ def _pair_id(line: bytes) -> str:
 _PAIR_ID = re.compile(rb'\{"pair_id": ("(?:[^"\\]|\\.)*")')
 
 
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class JudgmentCache:
     """Records by `key`, looked up without holding them in memory.
 
@@ -233,7 +241,11 @@ class JudgmentCache:
     derived data: brought up to date from the file's unindexed tail on open (so a crash between the two
     writes loses nothing), rebuilt when missing, unreadable or out of step with the file. A key seen twice
     points at its last record. Only the `key` field is read. The index also remembers keys by the caller's
-    hash of their inputs (keys_of/remember)."""
+    hash of their inputs (records_of/remember). Keys and inputs are kept as 16-byte digests; a record read
+    through the index is checked against its full key."""
+
+    SCHEMA = 2
+    CACHE_KIB = 32 * 1024  # SQLite's page cache for the index (its default, 2 MiB, made inserts at 1M keys slow)
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -248,12 +260,17 @@ class JudgmentCache:
         self.file = open(self.path, "a+b")
 
     def _open(self) -> None:
-        self.db = sqlite3.connect(self.index)
+        self.db, self.pending, self.head = sqlite3.connect(self.index), 0, None
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS idx (key TEXT PRIMARY KEY, off INTEGER, len INTEGER) WITHOUT ROWID")
+        self.db.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS memo (inputs TEXT PRIMARY KEY, key TEXT) WITHOUT ROWID")
+        if self._meta("schema", None) != self.SCHEMA:  # an index written by an older version: rebuilt
+            self.db.executescript("DROP TABLE IF EXISTS idx; DROP TABLE IF EXISTS memo; DELETE FROM meta;")
+        # 16-byte digests (_digest), not 64-digit hex: a smaller index, more of it in the page cache.
+        self.db.execute("CREATE TABLE IF NOT EXISTS idx (key BLOB PRIMARY KEY, off INTEGER, len INTEGER) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE IF NOT EXISTS memo (inputs BLOB PRIMARY KEY, key BLOB) WITHOUT ROWID")
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (self.SCHEMA,))
         indexed, head = self._meta("bytes", 0), self._meta("head", "")
         size = self.path.stat().st_size if self.path.exists() else 0
         if size < indexed or head != self._head(indexed):  # the file was replaced or cut: start over
@@ -283,7 +300,7 @@ class JudgmentCache:
     def _scan(self, start: int) -> None:
         rows, end = [], start
         for offset, line in _lines(self.path, start):
-            rows.append((json.loads(line)["key"], offset, len(line)))
+            rows.append((_digest(json.loads(line)["key"]), offset, len(line)))
             end = offset + len(line)
             if len(rows) >= 50_000:
                 self._index(rows, end)
@@ -291,49 +308,78 @@ class JudgmentCache:
         self._index(rows, end if rows else max(end, start))
 
     def _index(self, rows: list, end: int) -> None:
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO idx VALUES (?, ?, ?)", rows)
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('bytes', ?)", (end,))
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (self._head(end),))
+        """Index rows in the open transaction (this connection reads them at once); commit every COMMIT_ROWS.
+        A crash before a commit loses only index rows, and with them the offset they reach: the next open
+        indexes the file's tail again."""
+        self.db.executemany("INSERT OR REPLACE INTO idx VALUES (?, ?, ?)", rows)
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('bytes', ?)", (end,))
+        head = self.head or self._head(end)
+        self.head = head if end >= 4096 else None  # the first 4 KiB do not change once written
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
+        self.pending += len(rows)
+        if self.pending >= self.COMMIT_ROWS:
+            self.commit()
+
+    COMMIT_ROWS = 20_000  # a commit per batch of judgments cost more than judging them through a fast engine
+
+    def commit(self) -> None:
+        self.db.commit()
+        self.pending = 0
 
     def get_many(self, keys: Iterable[str]) -> dict:
         """key -> record for the keys present."""
-        keys = list(dict.fromkeys(keys))
-        found = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
+        keys = {_digest(k): k for k in keys}
+        digests, found = list(keys), {}
+        for start in range(0, len(digests), 500):
+            chunk = digests[start:start + 500]
             q = f"SELECT key, off, len FROM idx WHERE key IN ({','.join('?' * len(chunk))})"
-            for key, off, n in sorted(self.db.execute(q, chunk), key=lambda row: row[1]):
-                self.file.seek(off)
-                record = json.loads(self.file.read(n))
+            for digest, off, n in sorted(self.db.execute(q, chunk), key=lambda row: row[1]):
+                key = keys[digest]
+                record = self._read(off, n)
                 if record.get("key") != key:  # the index is out of step with the file: rebuild, look again
-                    self.db.execute("DELETE FROM idx")
-                    self._scan(0)
-                    return self.get_many(keys)
+                    self._rebuild()
+                    return self.get_many(keys.values())
                 found[key] = record
         return found
 
-    remembers = True  # keys_of/remember: a caller's own hash of a record's inputs -> its key (lets a resumed
+    remembers = True  # records_of/remember: a caller's own hash of a record's inputs -> its key (lets a resumed
     # judge skip rendering prompts it has judged before; a remembered key whose record is gone is just a miss)
 
-    def keys_of(self, inputs: list[str]) -> dict:
-        found = {}
-        for start in range(0, len(inputs), 500):
-            chunk = inputs[start:start + 500]
-            q = f"SELECT inputs, key FROM memo WHERE inputs IN ({','.join('?' * len(chunk))})"
-            found.update(self.db.execute(q, chunk))
+    def records_of(self, inputs: list[str]) -> dict:
+        """inputs -> record, for the inputs remembered (remember) whose record the file holds."""
+        by_digest, found = {_digest(h): h for h in inputs}, {}
+        digests = list(by_digest)
+        for start in range(0, len(digests), 500):
+            chunk = digests[start:start + 500]
+            q = ("SELECT memo.inputs, idx.key, idx.off, idx.len FROM memo JOIN idx ON idx.key = memo.key "
+                 f"WHERE memo.inputs IN ({','.join('?' * len(chunk))})")
+            for digest, key, off, n in sorted(self.db.execute(q, chunk), key=lambda row: row[2]):
+                record = self._read(off, n)
+                if _digest(record.get("key", "")) != key:  # the index is out of step with the file
+                    self._rebuild()
+                    return self.records_of(inputs)
+                found[by_digest[digest]] = record
         return found
 
     def remember(self, pairs: list[tuple[str, str]]) -> None:
+        """Remember each key by the caller's hash of its inputs (committed with the index rows)."""
         if pairs:
-            with self.db:
-                self.db.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?)", pairs)
+            self.db.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?)", [(_digest(h), _digest(k)) for h, k in pairs])
+            self.pending += len(pairs)
+
+    def _read(self, off: int, n: int) -> dict:
+        self.file.seek(off)
+        return json.loads(self.file.read(n).decode("utf-8"))
+
+    def _rebuild(self) -> None:
+        self.db.execute("DELETE FROM idx")
+        self._scan(0)
 
     def get(self, key: str) -> dict | None:
         return self.get_many([key]).get(key)
 
     def __contains__(self, key: str) -> bool:
-        return self.db.execute("SELECT 1 FROM idx WHERE key = ?", (key,)).fetchone() is not None
+        return self.get(key) is not None
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM idx").fetchone()[0]
@@ -350,7 +396,7 @@ class JudgmentCache:
         _sync(self.file, self.path)
         rows, off = [], start
         for r, line in zip(records, lines):
-            rows.append((r["key"], off, len(line)))
+            rows.append((_digest(r["key"]), off, len(line)))
             off += len(line)
         self._index(rows, off)
 
@@ -358,6 +404,7 @@ class JudgmentCache:
         self.file.flush()
         _sync(self.file, self.path, force=True)
         self.file.close()
+        self.commit()
         self.db.close()
 
 

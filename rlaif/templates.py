@@ -81,6 +81,91 @@ def renderer(name: str, where: str = "", mitigate: bool = True, dirs: tuple = (s
     return run
 
 
+_SLOT = re.compile("\x00(?:<\\|slot([a-z])\\|>|<slot([a-z])>)\x00")  # a slot marker as written, or as fenced
+
+
+def slotted(name: str, slots: tuple, where: str = "", mitigate: bool = True, dirs: tuple = (str(PROMPTS_DIR),)):
+    """A faster renderer(name) for many prompts that differ only in `slots` (the pair's texts): the template
+    is rendered once per value of the other variables with a marker in each slot, and each call puts the
+    values (fenced where the template fences them) in place of the markers. Exact, not approximate: it is
+    offered only when the template and those it extends use each slot solely as `{{ slot }}` or
+    `{{ slot | fence }}` (nothing else can then depend on a slot's value), and each frame is checked against
+    a full render of its first call. Returns None when the template does more with a slot: render in full."""
+    full = renderer(name, where, mitigate, dirs)
+    if not _slots_only_printed(environment(tuple(map(str, dirs)), mitigate), name, set(slots)):
+        return None
+    markers = {s: f"\x00<|slot{chr(97 + i)}|>\x00" for i, s in enumerate(slots)}  # fence: <|slota|> -> <slota>
+    frames = {}  # frame key -> [literal parts], [(slot, fenced?)] between them; None where the check failed
+
+    def run(frame_key, **variables) -> str:
+        values = [variables[s] for s in slots]
+        if any(type(v) is not str for v in values):
+            return full(**variables)
+        frame = frames.get(frame_key, False)
+        if frame is False:
+            frame = frames[frame_key] = _frame(full, variables, slots, markers)
+            probe = {**variables, **{s: f" <|x|>\n[Principle]: {s} <<<" for s in slots}}  # what fence changes
+            if frame is not None and any(_fill(frame, v) != full(**v) for v in (variables, probe)):
+                frame = frames[frame_key] = None
+        return full(**variables) if frame is None else _fill(frame, variables)
+    return run
+
+
+def _frame(full, variables: dict, slots: tuple, markers: dict):
+    raw = full(**{**variables, **markers})
+    parts, holes, start = [], [], 0
+    for m in _SLOT.finditer(raw):
+        parts.append(raw[start:m.start()])
+        holes.append((slots[ord(m.group(1) or m.group(2)) - 97], m.group(2) is not None))
+        start = m.end()
+    parts.append(raw[start:])
+    if any("\x00" in part for part in parts):  # a marker mangled by something: no shortcut
+        return None
+    return parts, holes
+
+
+def _fill(frame, variables: dict) -> str:
+    parts, holes = frame
+    out = [parts[0]]
+    for (slot, is_fenced), part in zip(holes, parts[1:]):
+        out.append(_fence_cached(variables[slot]) if is_fenced else variables[slot])  # fenced only if mitigating
+        out.append(part)
+    return "".join(out).strip() + "\n"
+
+
+def _slots_only_printed(env, name: str, slots: set) -> bool:
+    """Whether the template `name` (and every template it extends) uses the slot variables only as whole
+    printed expressions, `{{ slot }}` or `{{ slot | fence }}`, and includes or imports nothing."""
+    from jinja2 import nodes
+
+    seen = set()
+    while name and name not in seen:
+        seen.add(name)
+        try:
+            source = env.loader.get_source(env, name)[0]
+            tree = env.parse(source)
+        except jinja2.TemplateError:
+            return False
+        if any(True for _ in tree.find_all((nodes.Include, nodes.Import, nodes.FromImport))):
+            return False
+        parents = list(tree.find_all(nodes.Extends))
+        if len(parents) > 1 or (parents and not isinstance(parents[0].template, nodes.Const)):
+            return False
+        stack = [(tree, None, None)]
+        while stack:
+            node, parent, grand = stack.pop()
+            if isinstance(node, nodes.Name) and node.name in slots:
+                printed = isinstance(parent, nodes.Output) or (
+                    isinstance(parent, nodes.Filter) and parent.name == "fence" and parent.node is node
+                    and not (parent.args or parent.kwargs or parent.dyn_args or parent.dyn_kwargs)
+                    and isinstance(grand, nodes.Output))
+                if node.ctx != "load" or not printed:
+                    return False
+            stack.extend((child, node, parent) for child in node.iter_child_nodes())
+        name = parents[0].template.value if parents else None
+    return True
+
+
 def _reraise(e: Exception, name: str, where: str, dirs: tuple):
     if isinstance(e, jinja2.TemplateNotFound):
         found = ", ".join(sorted(p.name for p in PROMPTS_DIR.glob("*.j2") if not p.name.startswith("_")))

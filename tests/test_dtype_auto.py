@@ -114,3 +114,35 @@ def test_the_measured_model_is_the_one_a_cached_choice_loads(tmp_path, monkeypat
     a, b = first.state_dict(), later.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(first.buffers(), later.buffers()))
+
+
+def test_vllm_on_cpu_takes_the_measured_choice_and_an_explicit_dtype_wins(tmp_path, monkeypatch):
+    """VLLMEngine's dtype auto on a bf16 CPU: measured through transformers (under the same cache key as the HF
+    engine), the choice handed to vLLM. vllm.LLM is replaced by a recorder: only the hand-over is tested here."""
+    pytest.importorskip("vllm")
+    import vllm
+
+    from rlaif.engines import vllm as vllm_engine
+    from rlaif.models import resolve
+
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path))
+    monkeypatch.setattr(vllm_engine, "auto_dtype", lambda cuda: "bfloat16")
+    monkeypatch.setattr(measured, "native_bf16", lambda: True)
+    timings = {torch.float32: {"prefill": 1.0, "decode": 2.0}, torch.bfloat16: {"prefill": 1.4, "decode": 1.5}}
+    monkeypatch.setattr(measured, "measure", lambda model: timings[model.dtype])  # fp32 prefills faster
+
+    class Handed(Exception):
+        pass
+
+    def recorder(**kwargs):
+        raise Handed(kwargs["dtype"])
+    monkeypatch.setattr(vllm, "LLM", recorder)
+    path, identity = resolve("SmolLM2-135M-Instruct")
+    for role, want in (("judge", "float32"), ("generate", "bfloat16")):
+        with pytest.raises(Handed, match=want):
+            vllm_engine.VLLMEngine(path, identity, dtype="auto", role=role, max_model_len=512)
+    cache = json.loads((tmp_path / "dtype-choice.json").read_text())
+    assert sorted(k.rsplit(" | ", 1)[1] for k in cache) == ["generate", "judge"]
+    monkeypatch.setattr(measured, "decide", lambda *a: pytest.fail("auto was measured for an explicit dtype"))
+    with pytest.raises(Handed, match="bfloat16"):
+        vllm_engine.VLLMEngine(path, identity, dtype="bfloat16", role="judge", max_model_len=512)

@@ -6,7 +6,8 @@ engine start the same small prefill (2 x 128 tokens, last-position logits) and d
 tokens) run in both dtypes; the faster wins, weighing prefill for a judge, decode for a generator and both
 for an engine that does both. The choice is cached per (CPU model, torch version, model identity, role)
 in `<rlaif cache>/dtype-choice.json` and printed. CPUs without native bf16 get fp32 unmeasured; CUDA gets
-bf16; an explicit --dtype always wins (neither of those reaches this module). A measurement is only as good
+bf16; an explicit --dtype always wins (neither of those reaches this module). vLLM on a CPU takes the same
+measured choice (decide_for_vllm), timed through transformers. A measurement is only as good
 as the machine was quiet: each entry keeps the threads and load average it was taken with; delete it to redo.
 """
 
@@ -86,8 +87,16 @@ def choose(load, identity: str, role: str):
     """(model, dtype name, why) for dtype auto on CPU. `load(torch_dtype)` builds the model."""
     import torch
 
+    name, why, model = decide(load, identity, role)
+    return (model if model is not None else load(getattr(torch, name))), name, why
+
+
+def decide(load, identity: str, role: str):
+    """(dtype name, why, the model in that dtype if it was loaded to measure it, else None)."""
+    import torch
+
     if not native_bf16():
-        return load(torch.float32), "float32", "this CPU has no native bf16 (AVX512-BF16 or AMX)"
+        return "float32", "this CPU has no native bf16 (AVX512-BF16 or AMX)", None
     key = f"{cpu_model()} | torch {torch.__version__} | {identity} | {role}"
     cache = cache_path()
     try:
@@ -96,8 +105,7 @@ def choose(load, identity: str, role: str):
         known = {}
     if key in known:
         entry = known[key]
-        why = f"measured before on this CPU ({_summary(entry, role)}; cached in {cache})"
-        return load(getattr(torch, entry["dtype"])), entry["dtype"], why
+        return entry["dtype"], f"measured before on this CPU ({_summary(entry, role)}; cached in {cache})", None
     fp32 = load(torch.float32)
     t32 = measure(fp32)
     bf16 = load(torch.bfloat16)  # loaded, not cast: .to() would also cast buffers (RoPE) that loading keeps fp32,
@@ -114,8 +122,24 @@ def choose(load, identity: str, role: str):
         atomic_write_json(cache, known)
     except OSError:
         pass  # an unwritable cache only costs the measurement next time
-    why = f"measured now ({_summary(entry, role)})"
-    return model, name, why
+    return name, f"measured now ({_summary(entry, role)})", model
+
+
+def decide_for_vllm(path: str, identity: str, role: str, trust_remote_code: bool = False) -> tuple[str, str]:
+    """dtype auto for vLLM on CPU: the same measurement, timed through transformers (a proxy for vLLM's own CPU
+    kernels, which cannot be timed without starting the engine twice), under the same cache key."""
+    from transformers import AutoModelForCausalLM
+
+    from rlaif.engines.base import release_memory
+
+    def load(torch_dtype):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                                    use_safetensors=True).eval()
+
+    name, why, model = decide(load, identity, role)
+    del model
+    release_memory(False)
+    return name, why + "; timed through transformers, as a proxy for vLLM"
 
 
 def _summary(entry: dict, role: str) -> str:

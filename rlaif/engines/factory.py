@@ -132,7 +132,7 @@ class EnginePool:
             return VLLMEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
                               tensor_parallel_size=cfg.tensor_parallel_size, data_parallel_size=cfg.data_parallel_size,
                               seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                              max_model_len=self._context(path))
+                              max_model_len=self._context(path), role=self.role(model))
         from rlaif.engines.hf import HFEngine
 
         try:

@@ -86,11 +86,19 @@ class VLLMEngine(Engine):
     def __init__(self, path: str, identity: str, *, dtype: str = "auto", trust_remote_code: bool = False,
                  tensor_parallel_size: int = 1, data_parallel_size: int = 1, enable_prefix_caching: bool = True,
                  enforce_eager: bool | None = None, max_model_len: int | None = None, seed: int = 0,
-                 **engine_kwargs):
+                 role: str = "both", **engine_kwargs):
+        """role: judge, generate or both; what `dtype="auto"` weighs when it measures on a CPU (dtype.py)."""
         import torch
 
         cuda = torch.cuda.is_available()
         name = dtype_name(dtype, cuda)
+        why = "given with --dtype" if dtype != "auto" else "auto on CUDA" if cuda else "this CPU has no native bf16"
+        if dtype == "auto" and name == "bfloat16" and not cuda:  # a CPU with native bf16: measured, not assumed
+            from rlaif.engines import dtype as measured
+
+            name, why = measured.decide_for_vllm(path, identity, role, trust_remote_code)
+            measured.announce(name, why)
+        self.dtype_choice = {"dtype": name, "why": why}
         if int(data_parallel_size) > 1 and engine_kwargs.get("distributed_executor_backend") != "external_launcher":
             raise RlaifError(
                 f"vLLM's offline LLM does not run data_parallel_size={data_parallel_size} in one process",
