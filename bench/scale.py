@@ -110,8 +110,12 @@ def main() -> int:
         return 0
     sizes = [10_000, 100_000] if args.quick else [int(s) for s in args.pairs.split(",")]
     base = Path(args.workdir or tempfile.mkdtemp(prefix="rlaif-scale-"))
+    from rlaif.engines.dtype import cpu_model
+
+    machine = {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
+               "load_average_start": round(os.getloadavg()[0], 2)}
     print("engine: fake (instant answers, 1.5 KB responses): these figures are the pipeline's own cost, not a "
-          f"model's; constitution safety.yaml; {platform.processor() or platform.machine()}", flush=True)
+          f"model's; constitution safety.yaml; {machine['cpu_model']}, {machine['cpus']} CPUs", flush=True)
     results = []
     try:
         for n in sizes:
@@ -142,7 +146,9 @@ def main() -> int:
     summary = {"rss_growth_mb": round(last["peak_rss_mb"] - results[0]["peak_rss_mb"], 1),
                "overhead_ms_per_judgment": last["overhead_ms_per_judgment"],
                "resume_s_per_million": round(last["resume_s"] / last["judgments"] * 1e6, 1)}
-    Path(args.out).write_text(json.dumps({"engine": "fake (pipeline cost only)", "sizes": results, **summary}, indent=2) + "\n")
+    machine["load_average_end"] = round(os.getloadavg()[0], 2)
+    Path(args.out).write_text(json.dumps({"engine": "fake (pipeline cost only)", **machine, "sizes": results, **summary},
+                                         indent=2) + "\n")
     print(" ".join(f"{k}={v}" for k, v in summary.items()))
     return 0
 
