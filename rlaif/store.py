@@ -260,7 +260,8 @@ class JudgmentCache:
         self.file = open(self.path, "a+b")
 
     def _open(self) -> None:
-        self.db, self.pending, self.head = sqlite3.connect(self.index), 0, None
+        self.db = sqlite3.connect(self.index, timeout=60)  # another process's open batch: wait, do not fail
+        self.pending, self.head, self.committed = 0, None, time.monotonic()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
@@ -277,6 +278,7 @@ class JudgmentCache:
             self.db.execute("DELETE FROM idx")
             indexed = 0
         self._scan(indexed)
+        self.commit()
 
     def _drop(self) -> None:
         try:
@@ -317,14 +319,16 @@ class JudgmentCache:
         self.head = head if end >= 4096 else None  # the first 4 KiB do not change once written
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
         self.pending += len(rows)
-        if self.pending >= self.COMMIT_ROWS:
+        if self.pending >= self.COMMIT_ROWS or time.monotonic() - self.committed >= self.COMMIT_S:
             self.commit()
 
-    COMMIT_ROWS = 20_000  # a commit per batch of judgments cost more than judging them through a fast engine
+    # A commit per batch of judgments cost more than judging them through a fast engine; a commit at least every
+    # second keeps the write lock short for another process on the same index (which waits up to 60 s for it).
+    COMMIT_ROWS, COMMIT_S = 20_000, 1.0
 
     def commit(self) -> None:
         self.db.commit()
-        self.pending = 0
+        self.pending, self.committed = 0, time.monotonic()
 
     def get_many(self, keys: Iterable[str]) -> dict:
         """key -> record for the keys present."""

@@ -165,3 +165,35 @@ def test_preferences_are_written_in_shards_that_load_back_in_order(tmp_path, mon
     assert preferences.write(lambda in_memory: iter(rows), tmp_path / "preferences", tmp_path / "p.jsonl") == 600
     assert len(list((tmp_path / "preferences").glob("data-*-of-*.arrow"))) > 1
     assert load_from_disk(str(tmp_path / "preferences"))["pair_id"] == [str(i) for i in range(600)]
+
+
+def test_two_processes_append_to_one_cache_and_both_are_found(tmp_path):
+    """Index rows are committed in groups; a second process on the same cache waits for the lock, never fails."""
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "judgments.jsonl"
+    other = textwrap.dedent(f"""
+        import time
+        from rlaif.store import JudgmentCache
+        cache = JudgmentCache({str(path)!r})
+        for i in range(8):
+            cache.add([{{"key": f"other{{i}}", "value": i}}])
+            time.sleep(0.3)
+        cache.close()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", other])
+    try:
+        import time
+
+        cache = JudgmentCache(path)
+        for i in range(8):  # both write at once for about two seconds
+            cache.add([{"key": f"mine{i}", "value": i}])
+            time.sleep(0.3)
+        cache.close()
+    finally:
+        assert proc.wait(timeout=120) == 0
+    cache = JudgmentCache(path)
+    assert len(cache) == 16 and cache.get("other7") == {"key": "other7", "value": 7} and cache.get("mine0")["value"] == 0
+    cache.close()
