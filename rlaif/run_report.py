@@ -17,7 +17,7 @@ from rlaif.store import Run, atomic_write_text, iter_jsonl
 def _judge_plots(first: array, scores: array) -> str:
     import numpy as np
 
-    # As numpy views: matplotlib turns a plain sequence into one object per value (2M judgments: +400 MB).
+    # As numpy views: matplotlib turns a plain sequence into one object per value (2M values: +563 MB).
     first, scores = np.frombuffer(first, dtype=np.float64), np.frombuffer(scores, dtype=np.float64)
     fig, (ax1, ax2) = report.figure(11, 3.8, ncols=2)
     ax1.hist(first, bins=20, range=(0, 1), color="#888")

@@ -333,18 +333,22 @@ class JudgmentCache:
     def get_many(self, keys: Iterable[str]) -> dict:
         """key -> record for the keys present."""
         keys = {_digest(k): k for k in keys}
-        digests, found = list(keys), {}
+        found = {}
+        for digest, _, record in self._records("SELECT key, key, off, len FROM idx WHERE key IN ({})", list(keys)):
+            if record.get("key") != keys[digest]:  # the index is out of step with the file: rebuild, look again
+                self._rebuild()
+                return self.get_many(keys.values())
+            found[keys[digest]] = record
+        return found
+
+    def _records(self, query: str, digests: list) -> Iterator[tuple[bytes, bytes, dict]]:
+        """(looked-up digest, key digest, record) for each row of `query` (those four columns, `{}` for the
+        placeholders), 500 digests a query, each query's records read in file order."""
         for start in range(0, len(digests), 500):
             chunk = digests[start:start + 500]
-            q = f"SELECT key, off, len FROM idx WHERE key IN ({','.join('?' * len(chunk))})"
-            for digest, off, n in sorted(self.db.execute(q, chunk), key=lambda row: row[1]):
-                key = keys[digest]
-                record = self._read(off, n)
-                if record.get("key") != key:  # the index is out of step with the file: rebuild, look again
-                    self._rebuild()
-                    return self.get_many(keys.values())
-                found[key] = record
-        return found
+            rows = self.db.execute(query.format(",".join("?" * len(chunk))), chunk)
+            for digest, key, off, n in sorted(rows, key=lambda row: row[2]):
+                yield digest, key, self._read(off, n)
 
     remembers = True  # records_of/remember: a caller's own hash of a record's inputs -> its key (lets a resumed
     # judge skip rendering prompts it has judged before; a remembered key whose record is gone is just a miss)
@@ -352,17 +356,13 @@ class JudgmentCache:
     def records_of(self, inputs: list[str]) -> dict:
         """inputs -> record, for the inputs remembered (remember) whose record the file holds."""
         by_digest, found = {_digest(h): h for h in inputs}, {}
-        digests = list(by_digest)
-        for start in range(0, len(digests), 500):
-            chunk = digests[start:start + 500]
-            q = ("SELECT memo.inputs, idx.key, idx.off, idx.len FROM memo JOIN idx ON idx.key = memo.key "
-                 f"WHERE memo.inputs IN ({','.join('?' * len(chunk))})")
-            for digest, key, off, n in sorted(self.db.execute(q, chunk), key=lambda row: row[2]):
-                record = self._read(off, n)
-                if _digest(record.get("key", "")) != key:  # the index is out of step with the file
-                    self._rebuild()
-                    return self.records_of(inputs)
-                found[by_digest[digest]] = record
+        query = ("SELECT memo.inputs, idx.key, idx.off, idx.len FROM memo JOIN idx ON idx.key = memo.key "
+                 "WHERE memo.inputs IN ({})")
+        for digest, key, record in self._records(query, list(by_digest)):
+            if _digest(record.get("key", "")) != key:  # the index is out of step with the file
+                self._rebuild()
+                return self.records_of(inputs)
+            found[by_digest[digest]] = record
         return found
 
     def remember(self, pairs: list[tuple[str, str]]) -> None:
