@@ -122,10 +122,11 @@ def main(cfg, args) -> int:
         if not label_columns:
             raise RlaifError("--label-columns names no column", "--label-columns",
                              "pass e.g. --label-columns ann1,ann2")
+    counts = {}
     try:
         pairs, n_skipped = read_human_pairs(args.human, label_columns=label_columns, seed=cfg.seed,
                                             limit=getattr(args, "limit", None),
-                                            skip_bad_rows=bool(getattr(args, "skip_bad_rows", False)))
+                                            skip_bad_rows=bool(getattr(args, "skip_bad_rows", False)), counts=counts)
     except RlaifError as e:  # name the CLI flags, not the library arguments, in the fix
         fix = e.fix.replace("skip_bad_rows=True", "--skip-bad-rows").replace("label_columns=[...]", "--label-columns")
         raise RlaifError(e.what, e.where, fix) from None
@@ -138,7 +139,8 @@ def main(cfg, args) -> int:
         check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")  # before any folder is made
     root = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(f"agreement-{constitution.name}")
     root.mkdir(parents=True, exist_ok=True)
-    print(f"rlaif: agreement: {len(pairs)} pairs from {args.human} (skipped {n_skipped} bad rows); "
+    print(f"rlaif: agreement: {len(pairs)} pairs from {args.human} (skipped {n_skipped} bad rows and "
+          f"{counts['duplicate_rows']} exact duplicate rows); "
           f"judges {', '.join(names)}; writing to {root}", file=sys.stderr)
     humans = [p.labels for p in pairs]
     n_empty = sum(not r.strip() for p in pairs for r in (p.response_a, p.response_b))  # valid: judged like any other
@@ -160,7 +162,8 @@ def main(cfg, args) -> int:
                                         parse_failures=extra.pop("parse_failures", 0))
             judge_model_id = extra.pop("judge_model", None)
             results[name] = {"judge": name, "judge_model": judge_model_id, **summary, **extra,
-                             "n_skipped_rows": n_skipped, "n_empty_responses": n_empty,
+                             "n_skipped_rows": n_skipped, "n_duplicate_rows": counts["duplicate_rows"],
+                             "n_empty_responses": n_empty,
                              "seconds": round(time.time() - t, 3)}
             details[name] = {"verdicts": verdicts, "p_a": p_a}
     finally:

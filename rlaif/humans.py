@@ -2,7 +2,8 @@
 
 Every bad input raises `RlaifError` naming the file (and 1-based row) plus a fix. An empty response is a
 real response (a model that said nothing), not a bad row: published sets label such pairs, and the figures
-must describe the whole set. Missing fields, wrong types and unknown labels are bad rows.
+must describe the whole set. Missing fields, wrong types and unknown labels are bad rows, and so is a pair_id
+that an earlier row gave to a different pair (prompt, responses or labels); an exact repeat is kept once.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ class HumanPair:
 class _BadRow(Exception):
     """A problem with one row; turned into RlaifError (or skipped) by the caller."""
 
-    def __init__(self, field: str, what: str):
+    def __init__(self, field: str, what: str, fix: str = "fix or remove the row"):
         super().__init__(what)
-        self.field, self.what = field, what
+        self.field, self.what, self.fix = field, what, fix
 
 
 def chosen_goes_to_a(seed: int, pair_id: str) -> bool:
@@ -49,17 +50,21 @@ def chosen_goes_to_a(seed: int, pair_id: str) -> bool:
 
 
 def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed: int = 0,
-                     limit: int | None = None, skip_bad_rows: bool = False) -> tuple[list[HumanPair], int]:
+                     limit: int | None = None, skip_bad_rows: bool = False,
+                     counts: dict | None = None) -> tuple[list[HumanPair], int]:
     """Read human-labelled pairs from `path`. Returns (pairs, n_skipped).
 
     `label_columns` names several annotator columns (an empty cell there means that annotator
     did not label the row; a row needs at least one label); without it a `label` column is used.
     `limit` keeps the first N good rows. Bad rows raise RlaifError unless `skip_bad_rows`.
+    `counts`, when given, gets "duplicate_rows": the rows that repeated an earlier row's pair exactly.
     """
     if limit is not None and limit < 0:
         raise RlaifError(f"limit must be >= 0, got {limit}", fix="pass a non-negative limit")
     from rlaif.label_store import human_pairs, is_label_file
 
+    counts = {} if counts is None else counts
+    counts["duplicate_rows"] = 0
     if is_label_file(path):  # RUN_DIR/human_labels.jsonl from `rlaif label`: retractions applied, a label per labeller
         return human_pairs(path, label_columns, limit, skip_bad_rows)
     columns, rows = _open_rows(path)
@@ -77,6 +82,7 @@ def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed:
             raise RlaifError(f"missing column(s) {missing}; found {sorted(columns)}", path,
                              f"{fix}; HH-RLHF files need 'chosen' and 'rejected' instead")
     pairs: list[HumanPair] = []
+    first: dict[str, tuple[int, HumanPair]] = {}  # pair_id -> (row index, pair) of the row that first gave it
     skipped = 0
     for index, row in rows:
         if limit is not None and len(pairs) >= limit:
@@ -84,12 +90,21 @@ def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed:
         try:
             if isinstance(row, _BadRow):
                 raise row
-            pairs.append(_hh_pair(row, index, seed) if hh else _pandalm_pair(row, index, label_columns) if pandalm
-                         else _autoj_pair(row, index) if autoj else _generic_pair(row, index, label_columns))
+            pair = (_hh_pair(row, index, seed) if hh else _pandalm_pair(row, index, label_columns) if pandalm
+                    else _autoj_pair(row, index) if autoj else _generic_pair(row, index, label_columns))
+            at, earlier = first.setdefault(pair.pair_id, (index, pair))
+            if earlier != pair:
+                raise _BadRow("pair_id", f"{pair.pair_id!r} is also the id of row {at + 1}, a different pair "
+                              "(prompt, responses or labels)", f"give each pair its own pair_id, or remove one of rows "
+                              f"{at + 1} and {index + 1}")
+            if at != index:
+                counts["duplicate_rows"] += 1  # the same pair again: kept once
+                continue
+            pairs.append(pair)
         except _BadRow as bad:
             if not skip_bad_rows:
                 raise RlaifError(f"field '{bad.field}': {bad.what}", f"{path}:row {index + 1}",
-                                 "fix or remove the row, or pass skip_bad_rows=True") from None
+                                 f"{bad.fix}, or pass skip_bad_rows=True") from None
             skipped += 1
     return pairs, skipped
 
