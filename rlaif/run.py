@@ -135,9 +135,10 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
 
         check(constitution)
     if "sft" in cfg.stages and cfg.sft.data:
-        from rlaif.sft import load_sft_data
+        from rlaif import splits
+        from rlaif.sft import sft_rows
 
-        load_sft_data(cfg.sft.data)  # a bad row fails here, before anything is written
+        splits.check_demonstrations(sft_rows(cfg.sft.data), eval_prompts)  # a bad or held-out row: before any write
     run.root.mkdir(parents=True, exist_ok=True)
     if uses_prompts:
         from rlaif import splits

@@ -87,6 +87,11 @@ def to_messages(row, where: str) -> list[dict]:
 
 def load_sft_data(path: str) -> list[list[dict]]:
     """--sft-data: .jsonl, .json (a list of rows), .parquet, or a datasets.save_to_disk folder."""
+    return [messages for _, messages in sft_rows(path)]
+
+
+def sft_rows(path: str) -> list[tuple[str, list[dict]]]:
+    """(where, messages) of each --sft-data row; `where` names the file and row, as its errors do."""
     p = Path(path)
     fix = "pass a .jsonl, .json, .parquet file or a save_to_disk folder"
     if p.is_dir():
@@ -129,7 +134,7 @@ def load_sft_data(path: str) -> list[list[dict]]:
         raise RlaifError(f"unsupported SFT data type {p.suffix!r}", str(p), fix)
     if not rows:
         raise RlaifError("no rows in the SFT data", str(p), "add at least one demonstration")
-    return [to_messages(r, where) for where, r in rows]
+    return [(where, to_messages(r, where)) for where, r in rows]
 
 
 def build_trainer(base_model: str, conversations: list[list[dict]], args):

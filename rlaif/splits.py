@@ -2,8 +2,8 @@
 
 The held-out prompts (those after --num-prompts in the prompt file) are recorded the first time a run folder
 gets prompts, and every later command on the folder evaluates on those same prompts. A command that would
-train on a held-out prompt, or evaluate on a prompt that a preference row came from, stops before it writes
-anything.
+train on a held-out prompt (an --sft-data demonstration included), or evaluate on a prompt that a preference row
+came from, stops before it writes anything.
 """
 
 from __future__ import annotations
@@ -44,6 +44,19 @@ def resolve(run, train_prompts: list[str], eval_prompts: list[str]) -> list[str]
                              f"prompt (from {source})", where,
                              "train on fewer prompts (a smaller --num-prompts), or use a new --output-dir")
     return eval_prompts
+
+
+def check_demonstrations(rows: list[tuple[str, list[dict]]], eval_prompts: list[str]) -> None:
+    """Raises RlaifError (nothing written) when a demonstration, (where, messages) from rlaif.sft.sft_rows, has a
+    held-out prompt as a user turn."""
+    held_out = {p.strip(): prompt_id(p) for p in eval_prompts}
+    for where, messages in rows:
+        for m in messages:
+            if m["role"] == "user" and (pid := held_out.get(m["content"].strip())):
+                raise RlaifError(f"prompt {pid} is held out for evaluation in this run folder, but this --sft-data "
+                                 "demonstration trains on it", where,
+                                 "remove the row, or make the prompt a training prompt (a larger --num-prompts, in a "
+                                 "new --output-dir)")
 
 
 def record(run, eval_prompts: list[str], source: str | None) -> None:
