@@ -12,6 +12,7 @@ import getpass
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import signal
 import socket
@@ -111,10 +112,27 @@ class LabelApp:
         self.changed |= row is not None
         ids = [p["pair_id"] for p in self.pairs]
         index = ids.index(row["pair_id"]) if row and row["pair_id"] in ids else None
-        return {"state": self._state(), "undone": row["pair_id"] if row else None, "index": index}
+        you = self._show(index)["you"] if index is not None else None  # the earlier label, back after a relabel
+        return {"state": self._state(), "undone": row["pair_id"] if row else None, "index": index, "you": you}
 
 
-def make_handler(app: LabelApp, hosts: set[str]):
+def _name(host: str):
+    """A host name as compared: an IP literal (brackets optional) as an address, whatever its spelling;
+    any other name in lower case."""
+    try:
+        return ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    except ValueError:
+        return host.lower()
+
+
+def host_ok(header: str, names: set[str], port: int) -> bool:
+    """Whether a Host header names this server: one of `names` and `port`; without a port it means 80,
+    which browsers leave out."""
+    match = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*)(?::(\d*))?", header)
+    return bool(match) and _name(match[1]) in {_name(n) for n in names} and int(match[2] or 80) == port
+
+
+def make_handler(app: LabelApp, names: set[str], port: int):
     class Handler(BaseHTTPRequestHandler):
         timeout = 30  # a client that stops sending mid-request does not hold a thread for ever
         def version_string(self) -> str:
@@ -138,7 +156,7 @@ def make_handler(app: LabelApp, hosts: set[str]):
             self._send(status, json.dumps(obj, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
 
         def _host_ok(self) -> bool:
-            if (self.headers.get("Host") or "").lower() in hosts:
+            if host_ok(self.headers.get("Host") or "", names, port):
                 return True
             self._json(421, {"error": "unknown Host header"})  # DNS rebinding: only the server's own address
             return False
@@ -196,16 +214,16 @@ def _url_host(host: str) -> str:
 
 
 def check_host(host: str, allow_remote: bool) -> None:
-    if host == "localhost":
+    address = _name(host)
+    if address == "localhost":
         return
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise RlaifError(f"--host {host!r} is not an IP address", "--host", "pass 127.0.0.1 or an address of this machine") from None
+    if isinstance(address, str):
+        raise RlaifError(f"--host {host!r} is not an IP address", "--host",
+                         "pass 127.0.0.1 or an address of this machine")
     if address.is_unspecified:
         raise RlaifError(f"--host {host} would listen everywhere", "--host",
                          "pass the one address people will open (the Host header must match it)")
-    if not address.is_loopback:
+    if not (getattr(address, "ipv4_mapped", None) or address).is_loopback:  # ::ffff:127.0.0.1 is 127.0.0.1
         if not allow_remote:
             raise RlaifError(f"--host {host} is not a loopback address", "--host",
                              "keep the default 127.0.0.1, or add --allow-remote to serve the run's pairs to the network")
@@ -215,6 +233,7 @@ def check_host(host: str, allow_remote: bool) -> None:
 
 def serve(app: LabelApp, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, str]:
     """Start the server in a background thread; returns (server, URL)."""
+    host = str(_name(host))  # [::1] -> ::1, ::FFFF:7F00:1 -> ::ffff:7f00:1, LOCALHOST -> localhost
     server_class = type("Server", (ThreadingHTTPServer,), {"daemon_threads": True,
                                                           "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
     try:
@@ -223,8 +242,8 @@ def serve(app: LabelApp, host: str = "127.0.0.1", port: int = 0) -> tuple[Thread
         raise RlaifError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}", "--port",
                          "pick another port, or leave --port out for a free one") from None
     port = server.server_address[1]
-    names = {_url_host(host)} | ({"127.0.0.1", "localhost", "[::1]"} if host in ("127.0.0.1", "localhost", "::1") else set())
-    server.RequestHandlerClass = make_handler(app, {f"{name}:{port}" for name in names})
+    loopback = {"127.0.0.1", "localhost", "::1"}
+    server.RequestHandlerClass = make_handler(app, {host} | (loopback if host in loopback else set()), port)
     threading.Thread(target=server.serve_forever, name="rlaif-label", daemon=True).start()
     return server, f"http://{_url_host(host)}:{port}/"
 

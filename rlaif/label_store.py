@@ -4,7 +4,8 @@ The file is append-only. A label row is self-contained:
   {"pair_id", "prompt", "response_a", "response_b", "label": "a"|"b"|"tie", "shown": "ab"|"ba", "labeller", "time"}
 `label` is relative to response_a/response_b, never to the screen; `shown` "ba" means response_b was on the left.
 Undo appends a retraction, {"pair_id", "labeller", "retract": true, "time"}, which cancels that labeller's
-current label of that pair. Replaying the file in order gives each labeller's current labels.
+latest label of that pair still in force: after a relabel, the label before it is in force again. Replaying
+the file in order gives each labeller's current labels.
 """
 
 from __future__ import annotations
@@ -102,15 +103,32 @@ def check_row(row: dict) -> str | None:
     return None
 
 
-def replay(rows: list[dict]) -> dict[str, dict[str, dict]]:
-    """labeller -> {pair_id: current label row}, in the order the labels were given (a relabel moves to the end)."""
-    current: dict[str, dict[str, dict]] = {}
+def history(rows: list[dict]) -> dict[str, list[dict]]:
+    """labeller -> the label rows in force, oldest first: a retraction cancels that labeller's last one of its pair."""
+    kept: dict[str, list[dict]] = {}
     for row in rows:
-        mine = current.setdefault(row["labeller"], {})
-        mine.pop(row["pair_id"], None)
+        mine = kept.setdefault(row["labeller"], [])
         if not row.get("retract"):
-            mine[row["pair_id"]] = row
+            mine.append(row)
+        else:
+            last = next((i for i in reversed(range(len(mine))) if mine[i]["pair_id"] == row["pair_id"]), None)
+            if last is not None:
+                del mine[last]
+    return kept
+
+
+def current_of(rows: list[dict]) -> dict[str, dict]:
+    """{pair_id: current label row} of one labeller's rows in force, in the order given (a relabel moves to the end)."""
+    current: dict[str, dict] = {}
+    for row in rows:
+        current.pop(row["pair_id"], None)
+        current[row["pair_id"]] = row
     return current
+
+
+def replay(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """labeller -> {pair_id: current label row}."""
+    return {name: current_of(mine) for name, mine in history(rows).items()}
 
 
 def is_label_file(path: str) -> bool:
@@ -141,7 +159,8 @@ class LabelFile:
             if problem:
                 raise RlaifError(problem, f"{self.path}:{number}", "fix or remove the line; labels are never rewritten")
             good.append(row)
-        self.current = replay(good).get(labeller, {})
+        self.history = history(good).get(labeller, [])  # this labeller's rows in force: what undo steps back through
+        self.current = current_of(self.history)
 
     def _repair(self) -> None:
         """Cut off a last line torn by a crash, so that the next append starts a line of its own."""
@@ -166,18 +185,22 @@ class LabelFile:
                "time": now()}
         with self.lock:
             self._append(row)
+            self.history.append(row)
             self.current.pop(row["pair_id"], None)
             self.current[row["pair_id"]] = row
         return row
 
     def undo(self) -> dict | None:
-        """Retract this labeller's most recent current label; returns the retracted row (None: nothing to undo)."""
+        """Retract this labeller's most recent label in force, so that its pair's earlier label (if any) is back;
+        returns the retracted row (None: nothing to undo)."""
         with self.lock:
-            if not self.current:
+            if not self.history:
                 return None
-            pair_id = next(reversed(self.current))
-            self._append({"pair_id": pair_id, "labeller": self.labeller, "retract": True, "time": now()})
-            return self.current.pop(pair_id)
+            row = self.history[-1]
+            self._append({"pair_id": row["pair_id"], "labeller": self.labeller, "retract": True, "time": now()})
+            self.history.pop()
+            self.current = current_of(self.history)
+            return row
 
 
 # ---------------------------------------------------------------- the run's judge

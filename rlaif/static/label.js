@@ -77,7 +77,9 @@ async function undo() {
   $("last").className = "";
   $("last").textContent = result.index === null
     ? `Undid the label of ${result.undone} (not in this sample).`
-    : `Undid your label of pair ${result.index + 1}.`;
+    : result.you
+      ? `Undid your relabel of pair ${result.index + 1}; your earlier choice, ${result.you}, is back.`
+      : `Undid your label of pair ${result.index + 1}.`;
 }
 
 const ACTIONS = { left: () => choose("left"), right: () => choose("right"), tie: () => choose("tie"), skip, undo };
