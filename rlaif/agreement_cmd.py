@@ -68,19 +68,21 @@ def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Pat
                                   cache_path=cache_path, batch_size=cfg.judge.batch_size)
     print(f"rlaif: agreement: reused {counts['reused']} judgments from the cache, judged {counts['judged']}",
           file=sys.stderr)
-    scores = pair_scores(dicts, judgments, constitution, cfg.seed)
-    single = {order: pair_scores(dicts, judgments, constitution, cfg.seed, orders=(order,)) for order in ("ab", "ba")}
-    p_a = {(j["pair_id"], j["principle_id"], j["order"]): j["p_a"] for j in judgments}
+    scores = pair_scores(dicts, judgments, constitution)
+    single = {order: pair_scores(dicts, judgments, constitution, orders=(order,)) for order in ("ab", "ba")}
+    judged = {}  # pair_id -> principle_id -> the p_a of its parsed orders: the principles each pair was judged on
+    for j in judgments:
+        both = judged.setdefault(j["pair_id"], {}).setdefault(j["principle_id"], [])
+        if j["p_a"] is not None:
+            both.append(j["p_a"])
     verdicts, ab, ba, per_principle = [], [], [], {}
     for pair, d in zip(pairs, dicts):
-        sampled = constitution.sample(pair.pair_id, cfg.seed)
         verdicts.append(verdict_of(scores[pair.pair_id]))
         ab.append(verdict_of(single["ab"][pair.pair_id]))
         ba.append(verdict_of(single["ba"][pair.pair_id]))
-        for principle, _ in sampled:
-            both = [v for o in ("ab", "ba") if (v := p_a.get((pair.pair_id, principle.id, o))) is not None]
+        for principle_id, both in judged.get(pair.pair_id, {}).items():
             score = 0.5 if is_identical(d) else sum(both) / len(both) if both else None
-            per_principle.setdefault(principle.id, []).append((metrics.majority_label(pair.labels), verdict_of(score)))
+            per_principle.setdefault(principle_id, []).append((metrics.majority_label(pair.labels), verdict_of(score)))
     per = {}
     for principle in constitution.principles:  # constitution order; principles never drawn are left out
         rows = per_principle.get(principle.id)

@@ -46,6 +46,7 @@ class Job:
     text: str
     key: str
     verdict_text: str = ""  # chain of thought: the follow-up turn whose first reply token is scored
+    weight: float = 1.0  # the principle's weight in this pair's score (kept in the judgment)
 
 
 def judge_mode(constitution, engine) -> str:
@@ -112,15 +113,20 @@ def iter_jobs(pairs: Iterable[dict], constitution: Constitution, seed: int, iden
         yield jobs.render(*spec)
 
 
-def _specs(pairs: Iterable[dict], constitution: Constitution, seed: int, identical: list | None = None) -> Iterator[tuple]:
+def _specs(pairs: Iterable[dict], constitution: Constitution, seed: int, identical: list | None = None,
+           on_identical=None) -> Iterator[tuple]:
+    """(pair, principle, order, weight) for each job: the pair's principles drawn once, here, and never again
+    (the weight goes into the judgment, so scoring needs no constitution.sample)."""
     for pair in pairs:
         if is_identical(pair):
             if identical is not None:
                 identical[0] += 1
+                if on_identical:
+                    on_identical()
             continue
-        for principle, _ in constitution.sample(pair["pair_id"], seed):
+        for principle, weight in constitution.sample(pair["pair_id"], seed):
             for order in ("ab", "ba"):
-                yield pair, principle, order
+                yield pair, principle, order, float(weight)
 
 
 class _Jobs:
@@ -135,8 +141,9 @@ class _Jobs:
         self.slotted = slotted(template, SLOTS, where, mitigate, dirs)  # None: the template needs full renders
         self.verdict = renderer(VERDICT_TEMPLATE, where, mitigate, dirs) if mode == "cot" else None
         self.identity, self.mode, self.settings = identity, mode, settings
-        self.fingerprint = json.dumps([CACHE_VERSION, fingerprint(dirs, mitigate), template, identity, mode, settings],
-                                      sort_keys=True)
+        # Every file the judge prompt is rendered from, or None (a computed include): then each job is rendered.
+        files = fingerprint(dirs, mitigate, (template,) + ((VERDICT_TEMPLATE,) if mode == "cot" else ()))
+        self.fingerprint = files and json.dumps([CACHE_VERSION, files, template, identity, mode, settings], sort_keys=True)
         self.principles = {}  # id -> (principle, its verdict turn, the key's JSON around the text, its inputs hash)
         self.pair, self.pair_hash = None, b""
 
@@ -150,20 +157,20 @@ class _Jobs:
             frame = json.dumps([CACHE_VERSION, marker, self.identity, self.mode, self.settings] + ([verdict] if verdict else []),
                                sort_keys=True).split(json.dumps(marker))
             assert len(frame) == 2, frame
-            inputs = hashlib.sha256((self.fingerprint + json.dumps(asdict(principle), sort_keys=True, default=str))
+            inputs = hashlib.sha256(((self.fingerprint or "") + json.dumps(asdict(principle), sort_keys=True, default=str))
                                     .encode("utf-8", "surrogatepass")).digest()
             known = self.principles[principle.id] = (principle, verdict, frame, inputs)
         return known
 
-    def render(self, pair: dict, principle: Principle, order: str) -> Job:
+    def render(self, pair: dict, principle: Principle, order: str, weight: float = 1.0) -> Job:
         _, verdict, (before, after), _ = self._principle(principle)
         a, b = (pair["response_a"], pair["response_b"]) if order == "ab" else (pair["response_b"], pair["response_a"])
         variables = {"principle": principle, "prompt": pair["prompt"], "response_a": a, "response_b": b}
         text = self.slotted(principle.id, **variables) if self.slotted else self.full(**variables)
         key = hashlib.sha256((before + encode_json_string(text) + after).encode()).hexdigest()
-        return Job(pair["pair_id"], principle, order, text, key, verdict)
+        return Job(pair["pair_id"], principle, order, text, key, verdict, weight)
 
-    def inputs(self, pair: dict, principle: Principle, order: str) -> str:
+    def inputs(self, pair: dict, principle: Principle, order: str, weight: float = 1.0) -> str:
         """A hash of everything a job's text and key depend on: the stage's fingerprint, the principle, the
         order and the pair's three texts (hashed once per pair, for all of its jobs)."""
         if pair is not self.pair:
@@ -205,7 +212,7 @@ def oriented(job: Job, cached: dict) -> dict:
     p_a = to_original(cached["p_first"], job.order)
     return {"pair_id": job.pair_id, "principle_id": job.principle.id, "order": job.order, "p_a": p_a,
             "verdict": verdict_of(p_a), "raw_output": cached["raw_output"], "judge": cached["judge"], "key": job.key,
-            "mode": cached["mode"], "principle_hash": principle_hash(job.principle)}
+            "mode": cached["mode"], "principle_hash": principle_hash(job.principle), "weight": job.weight}
 
 
 def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: int, mode: str, settings: dict,
@@ -263,7 +270,13 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
             yield out
 
     try:
-        maker, specs = _Jobs(constitution, engine.identity, mode, settings, mitigate), _specs(pairs, constitution, seed, identical)
+        def skip():  # an identical pair has no jobs: the bar's total does not count it
+            if bar.total is not None:
+                bar.total -= per_pair
+                bar.refresh()
+
+        maker = _Jobs(constitution, engine.identity, mode, settings, mitigate)
+        specs = _specs(pairs, constitution, seed, identical, skip)
         while chunk := list(islice(specs, 512)):
             jobs, found = _keyed(maker, chunk, cache)
             for j in jobs:
@@ -288,12 +301,13 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
 def _keyed(maker: _Jobs, chunk: list[tuple], cache) -> tuple[list[Job], dict]:
     """Jobs for the specs, and the cache's records of them (key -> record). A job whose inputs the cache
     remembers comes with its record, keyed but not rendered (text None); the others are rendered."""
-    if not cache.remembers:
+    if not cache.remembers or maker.fingerprint is None:
         jobs = [maker.render(*spec) for spec in chunk]
         return jobs, cache.get_many(j.key for j in jobs)
     inputs = [maker.inputs(*spec) for spec in chunk]
     known = cache.records_of(inputs)
-    jobs = [Job(spec[0]["pair_id"], spec[1], spec[2], None, known[h]["key"]) if h in known else maker.render(*spec)
+    jobs = [Job(spec[0]["pair_id"], spec[1], spec[2], None, known[h]["key"], weight=spec[3]) if h in known
+            else maker.render(*spec)
             for spec, h in zip(chunk, inputs)]
     rendered = [(h, j.key) for h, j in zip(inputs, jobs) if h not in known]
     found = cache.get_many(key for _, key in rendered)
@@ -320,25 +334,43 @@ class _MemoryCache:
         pass
 
 
-def pair_scores(pairs: list[dict], judgments: list[dict], constitution: Constitution, seed: int,
+def current_hashes(constitution: Constitution) -> dict[str, str]:
+    """principle_id -> the hash of its text now: a judgment made with other text is stale."""
+    return {p.id: principle_hash(p) for p in constitution.principles}
+
+
+def is_current(judgment: dict, current: dict[str, str]) -> bool:
+    """Whether a judgment was made with its principle's text as it is now (current_hashes). A record without a
+    principle_hash predates them and counts as current."""
+    now = current.get(judgment["principle_id"])
+    return now is not None and judgment.get("principle_hash", now) == now
+
+
+def pair_scores(pairs: Iterable[dict], judgments: Iterable[dict], constitution: Constitution, *,
                 orders: tuple = ("ab", "ba")) -> dict:
-    """pair_id -> score in [0, 1] (P(response_a is better)): mean over `orders`, then the weighted mean over
-    the pair's principles. None when no judgment of the pair parsed. orders=("ab",) gives single-order scores.
-    A pair of identical responses scores 0.5 (a tie by construction; it is never judged)."""
+    """pair_id -> score in [0, 1] (P(response_a is better)), a pure function of the judgments present: the mean
+    of p_a over `orders` for each principle a pair was judged on, then the mean weighted by each judgment's own
+    `weight`. Nothing is drawn again: the principles are those in the judgments. A judgment whose
+    `principle_hash` is not the current text of its principle (edited or removed since) is never mixed with
+    current ones: it is left out (see is_current). None when no current judgment parsed.
+    orders=("ab",) gives single-order scores. A pair of identical responses scores 0.5 (a tie by construction;
+    it is never judged)."""
+    current, every = current_hashes(constitution), constitution.principles_per_comparison == "all"
+    weights = {p.id: float(p.weight) if every else 1.0 for p in constitution.principles}  # records without one
     by = {}
     for r in judgments:
-        if r["p_a"] is not None and r["order"] in orders:
-            by.setdefault((r["pair_id"], r["principle_id"]), []).append(r["p_a"])
+        pid = r["principle_id"]
+        if r["p_a"] is not None and r["order"] in orders and is_current(r, current):
+            group = by.setdefault(r["pair_id"], {}).setdefault(pid, [r.get("weight", weights[pid]), []])
+            group[1].append(r["p_a"])
     scores = {}
     for pair in pairs:
         if is_identical(pair):
             scores[pair["pair_id"]] = 0.5
             continue
         num = den = 0.0
-        for principle, weight in constitution.sample(pair["pair_id"], seed):
-            ps = by.get((pair["pair_id"], principle.id))
-            if ps:
-                num += weight * sum(ps) / len(ps)
-                den += weight
+        for weight, ps in by.get(pair["pair_id"], {}).values():
+            num += weight * sum(ps) / len(ps)
+            den += weight
         scores[pair["pair_id"]] = num / den if den else None
     return scores

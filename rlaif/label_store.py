@@ -209,8 +209,6 @@ def judge_verdicts(root: Path) -> dict[str, str | None]:
     """pair_id -> the run's judge verdict (a, b, tie; None when no judgment parsed), from judgments.jsonl
     exactly as the preferences stage scores pairs (rlaif.judge.pair_scores). No model is loaded.
     Empty when the run has no judgments or its constitution cannot be read (a warning says why)."""
-    import yaml
-
     from rlaif import constitution as constitution_mod
     from rlaif.judge import pair_scores, verdict_of
     from rlaif.store import Run, read_jsonl
@@ -218,7 +216,6 @@ def judge_verdicts(root: Path) -> dict[str, str | None]:
     run = Run(root)
     if not run.judgments.exists():
         return {}
-    config = yaml.safe_load(run.config.read_text()) if run.config.exists() else {}
     summary = json.loads(run.summary.read_text()) if run.summary.exists() else {}
     constitution, errors = None, []
     for source in (run.constitution, (summary.get("constitution") or {}).get("path")):
@@ -232,7 +229,7 @@ def judge_verdicts(root: Path) -> dict[str, str | None]:
               file=sys.stderr)
         return {}
     pairs = read_jsonl(run.pairs)
-    scores = pair_scores(pairs, read_jsonl(run.judgments), constitution, int((config or {}).get("seed", 0)))
+    scores = pair_scores(pairs, read_jsonl(run.judgments), constitution)
     return {pid: verdict_of(score) for pid, score in scores.items()}
 
 

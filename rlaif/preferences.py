@@ -94,20 +94,60 @@ def _by_pair_in_memory(pairs: Iterable[dict], judgments: Iterable[dict]) -> Iter
         yield pair, groups.get(pair["pair_id"], [])
 
 
-def iter_rows(pairs: Iterable[dict], judgments: Callable[[], Iterable[dict]], constitution, seed: int,
-              min_margin: float, counts: Counter, in_memory: bool = False) -> Iterator[dict]:
-    """build() as a stream. `judgments` opens the judgments afresh (they are read twice only when out of order)."""
-    from rlaif.judge import pair_scores
+def iter_rows(pairs: Iterable[dict], judgments: Callable[[], Iterable[dict]], constitution, min_margin: float,
+              counts: Counter, in_memory: bool = False) -> Iterator[dict]:
+    """build() as a stream. `judgments` opens the judgments afresh (they are read twice only when out of order).
+    Scores come from the judgments alone (judge.pair_scores); `counts` also gathers the judge's signal
+    (see signal()) and the judgments left out because their principle's text has changed (stale_judgments)."""
+    from rlaif.judge import current_hashes, is_current, pair_scores, verdict_of
 
     group = _by_pair_in_memory if in_memory else _by_pair
-    for pair, rows in group(pairs, judgments()):
+    current = current_hashes(constitution)
+    counts["stale_judgments"] = 0
+    for pair, judged in group(pairs, judgments()):
+        rows = [r for r in judged if is_current(r, current)]  # the same rows pair_scores counts
+        counts["stale_judgments"] += len(judged) - len(rows)
         votes = {}
         for r in rows:
             _vote(votes, r)
-        score = pair_scores([pair], rows, constitution, seed)[pair["pair_id"]]
+        pid = pair["pair_id"]
+        score = pair_scores([pair], rows, constitution)[pid]
+        if score is not None and not is_identical(pair):
+            ab, ba = (verdict_of(pair_scores([pair], rows, constitution, orders=(o,))[pid]) for o in ("ab", "ba"))
+            counts["judged_pairs"] += 1
+            counts["consistent_pairs"] += ab is not None and ab == ba
+            firsts = [r["p_a"] if r["order"] == "ab" else 1.0 - r["p_a"] for r in rows if r["p_a"] is not None]
+            counts["first_sum"], counts["first_n"] = counts["first_sum"] + sum(firsts), counts["first_n"] + len(firsts)
         row = _row(pair, score, votes, min_margin, counts)
         if row is not None:
+            counts["kept_margin_sum"] += row["margin"]
             yield row
+
+
+def signal(counts: Counter) -> dict:
+    """How far the judge's verdicts are signal rather than position bias, over the judged pairs:
+    position_consistency, the share whose two orders agree on the winner (agreement.position_consistency);
+    first_position_rate, the mean P(the response shown first is better) over their judgments; and
+    mean_kept_margin, the mean |score - 0.5| of the pairs kept as preferences. None where nothing counts."""
+    def ratio(num, den):
+        return round(counts[num] / counts[den], 4) if counts[den] else None
+    return {"position_consistency": ratio("consistent_pairs", "judged_pairs"),
+            "first_position_rate": ratio("first_sum", "first_n"), "mean_kept_margin": ratio("kept_margin_sum", "kept")}
+
+
+WEAK_SIGNAL = 0.6  # below this position consistency, the judge's position bias outweighs what it sees
+
+
+def weak_signal_warning(figures: dict) -> str | None:
+    """The warning a run prints (and the report shows at its top) when the judge's two orders mostly disagree."""
+    consistency = figures.get("position_consistency")
+    if consistency is None or consistency >= WEAK_SIGNAL:
+        return None
+    return (f"the judge's signal is weaker than its position bias: position_consistency={consistency} (its two "
+            f"orders agree on the winner for only that share of pairs), first_position_rate="
+            f"{figures.get('first_position_rate')}, mean_kept_margin={figures.get('mean_kept_margin')}; "
+            f"most preferences may be noise: raise --margin to keep only pairs the judge is surer of, or use a "
+            f"stronger --judge-model")
 
 
 def features():

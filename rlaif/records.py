@@ -28,6 +28,7 @@ class Judgment:
     key: str
     mode: str = "logprob"
     principle_hash: str = ""  # sha256 of the principle text judged with, first 12 hex digits
+    weight: float = 1.0  # the principle's weight in the pair's score (its weight for "all", else 1.0)
 
 
 def to_dict(record) -> dict:

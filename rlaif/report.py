@@ -16,7 +16,8 @@ from rlaif.store import atomic_write_text
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px;text-align:right}"
        "th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-       "pre{white-space:pre-wrap;background:#f6f6f6;padding:6px;border:1px solid #ddd}.case{margin-bottom:2em}")
+       "pre{white-space:pre-wrap;background:#f6f6f6;padding:6px;border:1px solid #ddd}.case{margin-bottom:2em}"
+       ".warning{background:#fff3cd;border:1px solid #e0b000;padding:8px}")
 
 
 # ---------------------------------------------------------------- generic helpers

@@ -135,7 +135,7 @@ def judge_revisions(cfg, constitution, run, pool, rows: list[dict]) -> tuple[dic
         run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
         judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
                                  cache_path=run.judgment_cache, batch_size=cfg.judge.batch_size)
-        scores = pair_scores(pairs, judgments, constitution, cfg.seed)
+        scores = pair_scores(pairs, judgments, constitution)
     atomic_write_text(run.root / "revision_judgments.jsonl", jsonl_text(judgments))
     all_scores = [scores.get(f"rev-{r['pair_id']}") if r["revised"] else 0.5 for r in rows]
     rate, counts = win_rate(all_scores)
@@ -177,7 +177,7 @@ def preference_rows(cfg, constitution, run) -> tuple[list[dict], dict]:
                          "add revise to --stages (or use --recipe cai), or point --output-dir at a run that has it")
     trust = cfg.preferences.trust_revisions
     pairs = as_pairs(rows)
-    scores = pair_scores(pairs, read_jsonl(run.root / "revision_judgments.jsonl"), constitution, cfg.seed)
+    scores = pair_scores(pairs, read_jsonl(run.root / "revision_judgments.jsonl"), constitution)
     out, counts = [], {"revisions": len(rows), "unrevised": len(rows) - len(pairs), "judge_prefers_revision": 0,
                        "judge_prefers_initial": 0, "tied": 0, "unjudged": 0}
     for pair in pairs:

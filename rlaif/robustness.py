@@ -115,7 +115,7 @@ def judge_all(engine, pairs, constitution, cfg, mitigate: bool, cache: Path) -> 
         items = [variants(p)[name] for p in pairs]
         judgments, _ = run_judge(engine, items, constitution, seed=cfg.seed, mode=mode, settings=settings,
                                  cache_path=cache, batch_size=cfg.judge.batch_size, mitigate=mitigate)
-        for pid, score in pair_scores(items, judgments, constitution, cfg.seed).items():
+        for pid, score in pair_scores(items, judgments, constitution).items():
             out[pid][name] = verdict_of(score)
     return out
 

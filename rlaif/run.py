@@ -208,14 +208,24 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
 
         def rows(in_memory: bool):
             counts.clear()
-            return preferences.iter_rows(pairs, lambda: iter_jsonl(run.judgments), constitution, cfg.seed,
+            return preferences.iter_rows(pairs, lambda: iter_jsonl(run.judgments), constitution,
                                          cfg.preferences.min_margin, counts, in_memory)
 
-        if not preferences.write(rows, run.preferences, run.preferences_jsonl):
+        written = preferences.write(rows, run.preferences, run.preferences_jsonl)
+        if counts["stale_judgments"]:
+            print(f"rlaif: preferences: warning: {counts['stale_judgments']} judgments were made with principle text "
+                  f"that has changed since (or a principle since removed) and were left out of the scores; rerun "
+                  f"with the judge stage to judge those principles again (only they are re-judged)", file=sys.stderr)
+        figures = preferences.signal(counts)
+        if warning := preferences.weak_signal_warning(figures):
+            print(f"rlaif: warning: {warning}", file=sys.stderr)
+        if not written:
             raise RlaifError("no pair cleared the margin, so the preference dataset is empty", "--margin",
                              f"lower --margin (now {cfg.preferences.min_margin}) or judge more prompts")
-        counts = {k: counts.get(k, 0) for k in preferences.KEPT_COUNTS}
-        _stage(run, "preferences", t, {**counts, "min_margin": cfg.preferences.min_margin}, cfg, constitution)
+        for key, value in figures.items():
+            run.update_summary(key, value)
+        info = {**{k: counts.get(k, 0) for k in preferences.KEPT_COUNTS}, "stale_judgments": counts["stale_judgments"]}
+        _stage(run, "preferences", t, {**info, "min_margin": cfg.preferences.min_margin}, cfg, constitution)
     if "reward" in cfg.stages or "policy" in cfg.stages:
         from rlaif.training_stages import run_training
 

@@ -51,6 +51,18 @@ def write(run: Run) -> None:
                "parse_failures", "kept", "dropped", "tied", "steps", "seconds_per_step", "reward_accuracy"]
     columns[2:2] = ["prompts", "revised", "unrevised", "from_revisions", "from_sft_data"]
     sections = [("Stages", report.table(stages, [c for c in columns if any(c in r for r in stages)]))]
+    figures = {k: summary.get(k) for k in ("position_consistency", "first_position_rate", "mean_kept_margin")}
+    if any(v is not None for v in figures.values()):
+        from rlaif.preferences import weak_signal_warning
+
+        warning = weak_signal_warning(figures)
+        if warning:
+            sections.insert(0, ("Warning: weak judge signal", f'<p class="warning">{report.esc(warning)}</p>'))
+        sections.append(("Judge signal against position bias", report.table([figures], list(figures)) +
+                         "<p>position_consistency: the share of judged pairs whose two orders agree on the winner "
+                         "(below 0.6 the judge mostly follows position, not content). first_position_rate: the mean "
+                         "P(response shown first is better); 0.5 is no position bias. mean_kept_margin: the mean "
+                         "|score - 0.5| of the pairs kept as preferences.</p>"))
     cai = [{"figure": k, **summary[s]["evaluation"]} for k, s in (("revision_win_rate", "revise"), ("sft_win_rate", "sft"))
            if isinstance(summary.get(s, {}).get("evaluation"), dict)]
     if cai:

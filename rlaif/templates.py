@@ -182,15 +182,50 @@ def _reraise(e: Exception, name: str, where: str, dirs: tuple):
     raise e
 
 
-def fingerprint(dirs: tuple, mitigate: bool) -> str:
-    """A hash of everything rendering depends on besides its variables: the template files in `dirs`, this
-    module's code, jinja2's version and the fence switch. Equal fingerprints and variables: equal text."""
+def fingerprint(dirs: tuple, mitigate: bool, names: tuple) -> str | None:
+    """A hash of everything rendering the templates `names` depends on besides their variables: every file they
+    load (themselves and what they include, import or extend, whatever the file names end in, followed to the
+    end), this module's code, jinja2's version and the fence switch. Equal fingerprints and variables: equal
+    text. None when a template loads a file whose name is computed at render time: no hash can cover that."""
+    env = environment(tuple(map(str, dirs)), mitigate)
     h = hashlib.sha256(f"{jinja2.__version__}:{mitigate}".encode())
     h.update(Path(__file__).read_bytes())
-    for d in dirs:
-        for f in sorted(Path(d).glob("*.j2")):
-            h.update(f"{f}:{len(f.read_bytes())}:".encode() + f.read_bytes())
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            source, filename, _ = env.loader.get_source(env, name)
+        except jinja2.TemplateNotFound:  # `ignore missing`: a file that appears later changes the output
+            h.update(f"{name}:missing:".encode())
+            continue
+        data = source.encode("utf-8", "surrogatepass")
+        h.update(f"{name}:{filename}:{len(data)}:".encode() + data)
+        loaded = _loaded_names(env, source)
+        if loaded is None:
+            return None
+        todo.extend(loaded)
     return h.hexdigest()
+
+
+def _loaded_names(env, source: str) -> list[str] | None:
+    """The names of the templates a template's source includes, imports or extends; None if one is computed."""
+    from jinja2 import nodes
+
+    try:
+        tree = env.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return []  # rendering reports it
+    names = []
+    for node in tree.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+        target = node.template
+        consts = target.items if isinstance(target, (nodes.List, nodes.Tuple)) else [target]
+        if not all(isinstance(c, nodes.Const) and isinstance(c.value, str) for c in consts):
+            return None
+        names.extend(c.value for c in consts)
+    return names
 
 
 def _origin(name: str, dirs: tuple) -> str:

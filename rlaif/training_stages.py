@@ -77,7 +77,7 @@ def head_to_head(cfg, constitution, pool, prompts: list[str], a: tuple, b: tuple
                              batch_size=cfg.judge.batch_size)
     pool.done(steps[2])
     del judge
-    return pairs, judgments, pair_scores(pairs, judgments, constitution, cfg.seed), out_a, out_b
+    return pairs, judgments, pair_scores(pairs, judgments, constitution), out_a, out_b
 
 
 def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:

@@ -109,7 +109,7 @@ def main() -> int:
     times["judge"] = time.time() - t
     print(f"judge: {counts['judgments']} judgments (both orders): {times['judge']:.2f} s, "
           f"{times['judge'] / len(pairs):.4f} s/pair, parse failures {counts['parse_failures']}", flush=True)
-    rows, kept = build(pairs, pair_scores(pairs, judgments, constitution, 0), judgments, 0.0)
+    rows, kept = build(pairs, pair_scores(pairs, judgments, constitution), judgments, 0.0)
     from datasets import Dataset
 
     dataset = Dataset.from_list(rows)

@@ -12,7 +12,9 @@ from conftest import run_cli
 
 GOLDEN = {
     "pairs.jsonl": "57e232c9f1578b596a79c6db787ddd9012414f24ba2f262909dfa2f16048fffe",
-    "judgments.jsonl": "318308101feab142648f2b9a621b34d2093b9b9a081383d7895b4cffd604bc81",
+    # Each judgment now carries its principle's `weight` in the pair's score (issue 21: scores are a pure function
+    # of the judgments). Without that last key the file is byte for byte main's (318308101feab142...).
+    "judgments.jsonl": "ebffa105ce1ec03535ce0694c53c9b66e5276f378afe5cad352bb8d0716adeda",
     "preferences.jsonl": "02ef62a98f269a65b35387b0f005130fe52767af2a069b9e7bbc3cada7e2e53b",
     "cache/judgments.jsonl": "014ac1d5d5bb3e0f8b3246724db807de655cd060de8d20749dafa23968272c88",
     "preferences/data-00000-of-00001.arrow": "4a1753251947d66743676fe2628517309d68f5e85ac53054efd80633b8b9dc20",

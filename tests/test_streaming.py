@@ -101,12 +101,12 @@ def test_streamed_preferences_equal_build_also_when_judgments_are_out_of_order(m
     c = load(str(mini_constitution))
     pairs = _pairs(12)
     judgments, _ = run_judge(FakeEngine(), pairs, c, seed=0, mode="logprob", settings={}, progress=False)
-    rows, counts = build(pairs, pair_scores(pairs, judgments, c, 0), judgments, 0.01)
+    rows, counts = build(pairs, pair_scores(pairs, judgments, c), judgments, 0.01)
     for order in (judgments, judgments[6:] + judgments[:6]):
         for in_memory in (False, True):
             got_counts = Counter()
             try:
-                got = list(iter_rows(pairs, lambda: iter(order), c, 0, 0.01, got_counts, in_memory))
+                got = list(iter_rows(pairs, lambda: iter(order), c, 0.01, got_counts, in_memory))
             except Exception as e:
                 assert type(e).__name__ == "Misaligned" and order is not judgments and not in_memory
                 continue
@@ -119,12 +119,12 @@ def test_preferences_write_falls_back_when_judgments_are_out_of_order(tmp_path, 
     c = load(str(mini_constitution))
     pairs = _pairs(12)
     judgments, _ = run_judge(FakeEngine(), pairs, c, seed=0, mode="logprob", settings={}, progress=False)
-    rows, _ = build(pairs, pair_scores(pairs, judgments, c, 0), judgments, 0.0)
+    rows, _ = build(pairs, pair_scores(pairs, judgments, c), judgments, 0.0)
     counts = Counter()
 
     def make(in_memory):
         counts.clear()
-        return iter_rows(pairs, lambda: iter(judgments[6:] + judgments[:6]), c, 0, 0.0, counts, in_memory)
+        return iter_rows(pairs, lambda: iter(judgments[6:] + judgments[:6]), c, 0.0, counts, in_memory)
 
     assert preferences.write(make, tmp_path / "preferences", tmp_path / "p.jsonl") == len(rows) == counts["kept"]
     assert (tmp_path / "p.jsonl").read_text() == jsonl_text(rows)

@@ -48,12 +48,12 @@ def test_swapping_responses_turns_every_score_into_one_minus_it(mini_constitutio
     engine = FakeEngine(score=biased)
     cache = tmp_path / "cache.jsonl"
     judgments, _ = run_judge(engine, PAIRS, c, seed=0, mode="logprob", settings={}, cache_path=cache, progress=False)
-    scores = pair_scores(PAIRS, judgments, c, 0)
+    scores = pair_scores(PAIRS, judgments, c)
     calls = engine.calls["label_logprobs"]
     other = cache if warm else tmp_path / "cold.jsonl"
     judgments2, counts = run_judge(engine, swapped(PAIRS), c, seed=0, mode="logprob", settings={}, cache_path=other,
                                    progress=False)
-    scores2 = pair_scores(swapped(PAIRS), judgments2, c, 0)
+    scores2 = pair_scores(swapped(PAIRS), judgments2, c)
     for pid in scores:
         assert scores2[pid] == pytest.approx(1 - scores[pid], abs=1e-9), pid
     assert scores["p0"] > 0.5 > scores["p1"]  # the content wins over the position bias
@@ -66,7 +66,7 @@ def test_identical_responses_are_never_judged_nor_preferred(mini_constitution):
     pairs = [{"pair_id": "same", "prompt": "hi", "response_a": "hello there", "response_b": " hello there\n"}]
     judgments, counts = run_judge(engine, pairs, c, seed=0, mode="logprob", settings={}, progress=False)
     assert judgments == [] and engine.calls["label_logprobs"] == 0 and counts["identical"] == 1
-    scores = pair_scores(pairs, judgments, c, 0)
+    scores = pair_scores(pairs, judgments, c)
     assert scores == {"same": 0.5}
     rows, counts = build(pairs, scores, judgments, 0.0)
     assert rows == [] and counts["identical"] == 1 and counts["kept"] == 0
@@ -87,7 +87,7 @@ def test_swap_invariance_with_the_embedded_model(tmp_path):
         (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         assert run_cli(*args, "--output-dir", folder) == 0
         summary = json.loads((folder / "summary.json").read_text())
-        return pair_scores(rows, read_jsonl(folder / "judgments.jsonl"), load("safety.yaml"), 0), summary["judge"]
+        return pair_scores(rows, read_jsonl(folder / "judgments.jsonl"), load("safety.yaml")), summary["judge"]
 
     scores, _ = judge(tmp_path / "run", pairs)
     warm, warm_counts = judge(tmp_path / "run", swapped(pairs))
