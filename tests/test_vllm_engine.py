@@ -32,7 +32,7 @@ def engines():
     # vLLM's worker holds a core; two torch threads beside it thrash (HF complete: 52 s vs 3 s measured)
     torch.set_num_threads(1)
     path, ident = resolve("SmolLM2-135M-Instruct")
-    hf = HFEngine(path, ident, dtype="float32")
+    hf = HFEngine(path, ident, dtype="float32", max_model_len=2048)  # the same context: the same identity
     vl = VLLMEngine(path, ident, dtype="float32", enforce_eager=True, max_model_len=2048)
     yield hf, vl
     vl.close()
@@ -42,7 +42,7 @@ def engines():
 
 def test_identity_and_dtype(engines):
     hf, vl = engines
-    assert vl.identity.startswith("vllm:") and vl.identity.endswith(":float32")
+    assert vl.identity.startswith("vllm:") and vl.identity.endswith(":float32:ctx2048")
     assert hf.identity.split(":", 1)[1] == vl.identity.split(":", 1)[1]
 
 

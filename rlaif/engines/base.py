@@ -31,7 +31,8 @@ def row_seeds(seed, n: int) -> list[int]:
 
 class Engine:
     """Base class. `identity` names everything about the engine that changes its outputs
-    (model, weights revision, dtype) and nothing that does not (batch size, device)."""
+    (model, weights revision, dtype, for local engines the context length that cuts prompts) and nothing that
+    does not (batch size, device)."""
 
     identity: str = "engine"
     # Prompts handed over at once when the run config leaves batch_size unset. HF generation on 2 cores

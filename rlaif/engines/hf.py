@@ -83,10 +83,11 @@ class HFEngine(Engine):
             self.model = load(self.dtype)
             why = "given with --dtype" if dtype != "auto" else "auto on CUDA"
         self.dtype_choice = {"dtype": str(self.dtype).removeprefix("torch."), "why": why}
-        self.identity = f"hf:{identity}:{str(self.dtype).removeprefix('torch.')}"
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         if max_model_len:  # the pool caps it (factory.CONTEXT_CAP or --max-model-len); prompts past it are cut
             self.max_context = min(self.max_context, int(max_model_len))
+        # The context decides where prompts are cut, so it is part of what the engine's outputs depend on.
+        self.identity = f"hf:{identity}:{str(self.dtype).removeprefix('torch.')}:ctx{self.max_context}"
         self.stats = {"truncated": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def _batch(self, rows: list[list[int]]):

@@ -121,7 +121,6 @@ class VLLMEngine(Engine):
         from transformers import AutoTokenizer
         from vllm import LLM
 
-        self.identity = f"vllm:{identity}:{name}"
         self.tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
@@ -132,6 +131,7 @@ class VLLMEngine(Engine):
         self.llm = LLM(**self.args)
         self.own_top_p = NUCLEUS in (self.args.get("logits_processors") or [])
         self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
+        self.identity = f"vllm:{identity}:{name}:ctx{self.max_context}"  # the context decides where prompts are cut
         self.stats = {"truncated": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def _run(self, rows: list[list[int]], params) -> list:
