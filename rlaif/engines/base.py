@@ -10,6 +10,8 @@ import hashlib
 import math
 from typing import Sequence
 
+from rlaif.errors import RlaifError
+
 
 def request_seed(*parts) -> int:
     """A sampling seed from any parts (run seed, pair id, sample name): a stable 63-bit hash."""
@@ -47,7 +49,8 @@ class Engine:
         raise NotImplementedError
 
     def label_logprobs(self, conversations: Sequence[list[dict]], labels: Sequence[str]) -> list[dict]:
-        """For each conversation, the log-probability of each label as the first token of the reply.
+        """For each conversation, the log-probability of each label as the first token of the reply (any of
+        its token variants, " A" or "A").
         A label missing from what the engine can see (e.g. outside an API's top_logprobs) is absent."""
         raise NotImplementedError
 
@@ -58,9 +61,23 @@ class Engine:
     def close(self) -> None:
         pass
 
-    def label_token_ids(self, labels: Sequence[str]) -> list[int]:
-        """Each label's first token id (local engines)."""
-        return [self.tok.encode(label, add_special_tokens=False)[0] for label in labels]
+    def label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:
+        """Each label's token ids (local engines): every token whose text, stripped, is that of the label's first
+        token ("A" and " A" for "A"), the variants the OpenAI engine sums among top_logprobs. Labels whose first
+        tokens coincide would make every verdict exactly 0.5: an RlaifError, before anything is judged."""
+        if not hasattr(self, "_by_text"):  # the vocabulary decoded once: stripped text -> token ids
+            self._by_text = {}
+            for i, text in enumerate(self.tok.batch_decode([[i] for i in range(len(self.tok))])):
+                self._by_text.setdefault(text.strip(), []).append(i)
+        heads = [self.tok.decode(self.tok.encode(label, add_special_tokens=False)[:1]).strip() for label in labels]
+        for i, head in enumerate(heads):
+            if head in heads[:i]:
+                other = labels[heads.index(head)]
+                raise RlaifError(f"the verdict labels {other!r} and {labels[i]!r} both start with the token {head!r} "
+                                 f"in the tokenizer {self.tok.name_or_path} ({type(self.tok).__name__}): every "
+                                 "verdict would be exactly 0.5", "judge labels",
+                                 "use labels whose first tokens differ, or another judge model")
+        return [self._by_text[head] for head in heads]
 
     def chat_ids(self, conv: list[dict], reserve: int, keep_head: bool = False) -> list[int]:
         """Token ids of the chat template with the generation prompt, cut to fit the context.
@@ -136,6 +153,12 @@ def release_memory(cuda: bool) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def log_sum_exp(values: Sequence[float]) -> float:
+    """log(sum(exp(v))): the log-probability of any one of several tokens (a label's variants)."""
+    m = max(values)
+    return m + math.log(sum(math.exp(v - m) for v in values))
 
 
 def label_probability(logprobs: dict, first: str, second: str) -> float | None:

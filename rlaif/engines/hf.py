@@ -139,7 +139,8 @@ class HFEngine(Engine):
         return self._decode(out, input_ids.shape[1])
 
     def label_logprobs(self, conversations: Sequence[list[dict]], labels: Sequence[str]) -> list[dict]:
-        """Batches of similar length (little padding), logits at the last position only."""
+        """Batches of similar length (little padding), logits at the last position only. A label's probability
+        is that of all its token variants (label_token_ids)."""
         import torch
 
         label_ids = self.label_token_ids(labels)
@@ -150,7 +151,8 @@ class HFEngine(Engine):
             with torch.inference_mode():
                 logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=self._positions(mask),
                                     logits_to_keep=1).logits[:, -1].float()
-            logp = torch.log_softmax(logits, dim=-1)[:, label_ids].tolist()
+            logp = torch.log_softmax(logits, dim=-1)
+            logp = torch.stack([logp[:, ids].logsumexp(-1) for ids in label_ids], -1).tolist()  # variants summed
             for i, values in zip(batch, logp):
                 results[i] = dict(zip(labels, values))
         return results

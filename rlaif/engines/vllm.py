@@ -28,7 +28,7 @@ import os
 import sys
 from typing import Sequence
 
-from rlaif.engines.base import Engine, auto_dtype, release_memory, row_seeds
+from rlaif.engines.base import Engine, auto_dtype, log_sum_exp, release_memory, row_seeds
 from rlaif.errors import RlaifError
 
 # Top-p on CPU: the logits processor vLLM loads by name, and the SamplingParams.extra_args key it reads.
@@ -168,18 +168,19 @@ class VLLMEngine(Engine):
         return self._texts(self._run(rows, params))
 
     def label_logprobs(self, conversations: Sequence[list[dict]], labels: Sequence[str]) -> list[dict]:
-        """Exact log-probs of the labels' first tokens (vLLM's `logprob_token_ids`, raw logits, no top-k cut),
-        so no label is ever missing, as with HF."""
+        """Exact log-probs of the labels' token variants, summed as in HF (vLLM's `logprob_token_ids`, raw
+        logits, no top-k cut), so no label is ever missing."""
         from vllm import SamplingParams
 
         label_ids = self.label_token_ids(labels)
-        wanted = list(dict.fromkeys(label_ids))  # unique, order kept
+        wanted = sorted({i for ids in label_ids for i in ids})
         rows = [self.chat_ids(c, 1, keep_head=True) for c in conversations]
         params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprob_token_ids=wanted, detokenize=False)
         results = []
         for out in self._run(rows, params):
             step = out.outputs[0].logprobs[0]  # {token_id: Logprob} for the first generated position
-            results.append({label: float(step[i].logprob) for label, i in zip(labels, label_ids) if i in step})
+            results.append({label: log_sum_exp([float(step[i].logprob) for i in ids])
+                            for label, ids in zip(labels, label_ids) if all(i in step for i in ids)})
         return results
 
     def close(self) -> None:
