@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -242,7 +243,14 @@ class JudgmentCache:
     writes loses nothing), rebuilt when missing, unreadable or out of step with the file. A key seen twice
     points at its last record. Only the `key` field is read. The index also remembers keys by the caller's
     hash of their inputs (records_of/remember). Keys and inputs are kept as 16-byte digests; a record read
-    through the index is checked against its full key."""
+    through the index is checked against its full key.
+
+    Processes may share a cache. Locking rule: the file and the index change only under an exclusive flock on
+    the JSONL file, taken at a process's first change and kept until its index rows are committed (also across
+    the batched commits). So SQLite's write lock is only taken inside it (no deadlock), index commits follow the
+    file's order, and an append's offset is the file's true end. Whoever takes the lock cuts an unfinished last
+    line and, before appending, indexes lines appended but never indexed: only a killed writer leaves either.
+    Reading needs no lock."""
 
     SCHEMA = 2
     CACHE_KIB = 32 * 1024  # SQLite's page cache for the index (its default, 2 MiB, made inserts at 1M keys slow)
@@ -251,13 +259,27 @@ class JudgmentCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.index = self.path.with_name(self.path.name + ".index.sqlite")
-        read_jsonl_tail_repair(self.path)
+        self.file, self.locked = open(self.path, "a+b"), False
+        self._lock()
         try:
             self._open()
         except sqlite3.DatabaseError:  # a damaged index: it is only derived data
             self._drop()
             self._open()
-        self.file = open(self.path, "a+b")
+        self._unlock()
+
+    def _lock(self) -> None:
+        """Take the lock unless held (waiting for another process's commit), then repair the file's end."""
+        if not self.locked:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+            self.locked = True
+            read_jsonl_tail_repair(self.path)
+
+    def _unlock(self) -> None:
+        """Let the lock go, unless index rows are still uncommitted."""
+        if self.locked and not self.db.in_transaction:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+            self.locked = False
 
     def _open(self) -> None:
         self.db = sqlite3.connect(self.index, timeout=60)  # another process's open batch: wait, do not fail
@@ -368,6 +390,7 @@ class JudgmentCache:
     def remember(self, pairs: list[tuple[str, str]]) -> None:
         """Remember each key by the caller's hash of its inputs (committed with the index rows)."""
         if pairs:
+            self._lock()
             self.db.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?)", [(_digest(h), _digest(k)) for h, k in pairs])
             self.pending += len(pairs)
 
@@ -376,6 +399,7 @@ class JudgmentCache:
         return json.loads(self.file.read(n).decode("utf-8"))
 
     def _rebuild(self) -> None:
+        self._lock()
         self.db.execute("DELETE FROM idx")
         self._scan(0)
 
@@ -393,8 +417,10 @@ class JudgmentCache:
         if not records:
             return
         lines = [(json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records]
-        self.file.seek(0, os.SEEK_END)
-        start = self.file.tell()
+        self._lock()
+        start = self.file.seek(0, os.SEEK_END)  # under the lock: where this write lands
+        if (indexed := self._meta("bytes", 0)) < start:  # lines of a writer killed before it indexed them
+            self._scan(indexed)
         self.file.write(b"".join(lines))
         self.file.flush()
         _sync(self.file, self.path)
@@ -403,12 +429,13 @@ class JudgmentCache:
             rows.append((_digest(r["key"]), off, len(line)))
             off += len(line)
         self._index(rows, off)
+        self._unlock()
 
     def close(self) -> None:
         self.file.flush()
         _sync(self.file, self.path, force=True)
-        self.file.close()
         self.commit()
+        self.file.close()  # lets the lock go
         self.db.close()
 
 
@@ -419,7 +446,7 @@ def read_jsonl_tail_repair(path: Path) -> None:
         return
     with open(path, "r+b") as f:
         size = f.seek(0, os.SEEK_END)
-        tail = max(0, size - (1 << 20))
+        tail = max(0, size - 4096)  # a small block first: JudgmentCache runs this at each lock, mostly on a whole line
         while True:
             f.seek(tail)
             block = f.read(size - tail)
