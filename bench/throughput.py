@@ -89,7 +89,7 @@ def _installed(name: str) -> bool:
 def floor(engine, name: str, pairs: list, constitution, kw: dict, result: dict, cold=lambda: None) -> None:
     """judge_over_forward: the log-prob judge stage (as judge_modes timed it) over the best bare batched forward
     pass on its prompts."""
-    from rlaif.judge import make_jobs
+    from rlaif.judging.jobs import make_jobs
 
     judge_s = len(pairs) / result[f"judge_{name}_logprob_pairs_per_s"]  # measured by judge_modes, cold
     jobs = make_jobs(pairs, constitution, kw["seed"], engine.identity, "logprob", kw["settings"])
@@ -136,12 +136,12 @@ def main() -> int:
     n_prompts, tokens, n_judge = 32, 64, (16 if args.quick else 32)
 
     from rlaif.config import JudgeConfig
-    from rlaif.constitution import Constitution, Principle, load
+    from rlaif.judging.constitution import Constitution, Principle, load
     from rlaif.engines.factory import choose_backend
     from rlaif.engines.hf import HFEngine
     from rlaif.engines.vllm import VLLMEngine
-    from rlaif.generate import load_prompts
-    from rlaif.judge import run_judge
+    from rlaif.stages.generate import load_prompts
+    from rlaif.stages.judge import run_judge
     from rlaif.models import resolve
 
     path, identity = resolve(args.model)

@@ -29,7 +29,7 @@ def _pairs(n: int):
     from datasets import Dataset
 
     from rlaif import ROOT
-    from rlaif.store import read_jsonl
+    from rlaif.store.files import read_jsonl
 
     rows = read_jsonl(ROOT / "data" / "dry_run_examples.jsonl")
     rows = [rows[i % len(rows)] for i in range(n)]
@@ -53,7 +53,7 @@ def _one(a, stage: str, r: int) -> dict:
 
     from rlaif.config import TrainConfig
     from rlaif.models import resolve
-    from rlaif.train import train_policy, train_reward
+    from rlaif.training.trainers import train_policy, train_reward
 
     base = resolve(a.model)[0]
     data = _pairs(a.steps * a.batch_size * 2)  # the reward stage holds a quarter out

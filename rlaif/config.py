@@ -1,7 +1,7 @@
 """Every setting, declared once: one dataclass per stage plus RunConfig, and the options of the subcommands.
 
-Each field is one setting with its help string. The command line (rlaif/flags.py), `--config` YAML and
-`python -m rlaif.train_entry` are all built from these fields. A field's flag is `flag=` when given, else
+Each field is one setting with its help string. The command line (rlaif/cli/flags.py), `--config` YAML and
+`python -m rlaif.cli.train_entry` are all built from these fields. A field's flag is `flag=` when given, else
 `--` + its section's `flag_prefix` (default: the section's name and a dash; "" for generate, preferences and
 train) + the field name with dashes. `choices=` and `minimum=` are checked for YAML and flags alike.
 Defaults are chosen for a 2-core CPU and the embedded model; where a default differs from the upstream

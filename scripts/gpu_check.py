@@ -71,11 +71,12 @@ def main() -> int:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from rlaif.config import TrainConfig
-    from rlaif.constitution import load
+    from rlaif.judging.constitution import load
     from rlaif.engines.hf import HFEngine
-    from rlaif.judge import pair_scores, run_judge
-    from rlaif.preferences import build
-    from rlaif.train import train_policy, train_reward
+    from rlaif.judging.scores import pair_scores
+    from rlaif.stages.judge import run_judge
+    from rlaif.stages.preferences import build
+    from rlaif.training.trainers import train_policy, train_reward
 
     t0 = time.time()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"

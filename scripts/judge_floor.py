@@ -31,9 +31,10 @@ def main() -> int:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from gpu_check import build_tokenizer
-    from rlaif.constitution import load
+    from rlaif.judging.constitution import load
     from rlaif.engines.hf import HFEngine
-    from rlaif.judge import make_jobs, run_judge
+    from rlaif.judging.jobs import make_jobs
+    from rlaif.stages.judge import run_judge
 
     if not torch.cuda.is_available() and not args.cpu:
         print("judge_floor: no CUDA device found (pass --cpu to run it anyway); exit 0")

@@ -34,7 +34,7 @@ def test_accelerate_loads_and_validates_config(name):
     dist, nproc, mp, cpu = EXPECTED[name]
     assert isinstance(cfg, ClusterConfig)
     assert (cfg.distributed_type.value, cfg.num_processes, str(cfg.mixed_precision), cfg.use_cpu) == (dist, nproc, mp, cpu)
-    args = launch_command_parser().parse_args(["--config_file", path, "-m", "rlaif.train_entry"])
+    args = launch_command_parser().parse_args(["--config_file", path, "-m", "rlaif.cli.train_entry"])
     args, _, _ = _validate_launch_command(args)
     assert args.num_processes == nproc
     assert args.multi_gpu == (dist == "MULTI_GPU") and args.use_deepspeed == (dist == "DEEPSPEED")
@@ -61,7 +61,7 @@ def test_accelerate_launch_cpu_trains_a_loadable_reward_model(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu.yaml"),
-           "-m", "rlaif.train_entry", "--base-model", resolve("SmolLM2-135M-Instruct")[0],
+           "-m", "rlaif.cli.train_entry", "--base-model", resolve("SmolLM2-135M-Instruct")[0],
            "--preferences", str(tmp_path / "prefs"), "--output-dir", str(out), "--stage", "reward",
            "--max-steps", "1", "--batch-size", "2", "--max-length", "96", "--threads", "1"]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conftest import MINI_CONSTITUTION, run_cli
 from rlaif.engines.fake import FakeEngine, _unit
-from rlaif.store import read_jsonl
+from rlaif.store.files import read_jsonl
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hh_small.jsonl"
 KEYS = {"n_pairs", "agreement", "n_decided", "agreement_ci95", "agreement_with_ties", "cohen_kappa",

@@ -8,23 +8,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss, cohen_kappa_score
 
-from rlaif.agreement import (
-    agreement,
-    agreement_with_ties,
-    brier,
-    cohen_kappa,
-    expected_calibration_error,
-    first_shown_picked,
-    human_agreement,
-    judge_agreement_loo,
-    majority_label,
-    position_consistency,
-    prefer_first,
-    prefer_longer,
-    reliability_table,
-    summarize,
-    wilson_ci,
-)
+from rlaif.evaluation.metrics import agreement, agreement_with_ties, brier, cohen_kappa, expected_calibration_error, first_shown_picked, human_agreement, judge_agreement_loo, majority_label, position_consistency, prefer_first, prefer_longer, reliability_table, summarize, wilson_ci
 
 
 def test_majority_label_with_ties():

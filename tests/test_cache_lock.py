@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 
-from rlaif.store import JudgmentCache
+from rlaif.judging.cache import JudgmentCache
 
 RECORDS, BATCH = 5000, 10
 spawn = multiprocessing.get_context("spawn")

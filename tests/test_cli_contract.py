@@ -66,8 +66,8 @@ def test_list_principles():
 def test_every_shipped_template_renders_every_constitution():
     for template in sorted((ROOT / "prompts").glob("judge_*.j2")):
         for constitution in sorted((ROOT / "constitutions").glob("*.yaml")):
-            from rlaif.constitution import load
-            from rlaif.templates import render
+            from rlaif.judging.constitution import load
+            from rlaif.judging.templates import render
 
             c = load(str(constitution))
             text = render(template.name, dirs=c.template_dirs, principle=c.principles[0], prompt="p",

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MINI_CONSTITUTION
-from rlaif.constitution import CONSTITUTIONS_DIR, load, resolve_path
+from rlaif.judging.constitution import CONSTITUTIONS_DIR, load, resolve_path
 from rlaif.errors import RlaifError
 
 

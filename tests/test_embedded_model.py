@@ -7,7 +7,7 @@ import pytest
 from datasets import load_from_disk
 
 from conftest import run_cli
-from rlaif.store import read_jsonl
+from rlaif.store.files import read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +111,8 @@ def test_prompt_longer_than_context_is_truncated_and_counted(engine):
 
 def test_chain_of_thought_gives_every_judgment_a_probability(engine):
     """The 135M judge rarely ends with a well-formed verdict line; scoring the verdict turn still decides."""
-    from rlaif.constitution import load
-    from rlaif.judge import run_judge
+    from rlaif.judging.constitution import load
+    from rlaif.stages.judge import run_judge
 
     c = load("safety.yaml")
     c.label_mode, c.template = "cot", "judge_cot.j2"

@@ -52,7 +52,7 @@ def test_no_engine_alive_when_the_reward_stage_starts(events, judge, tmp_path, m
         seen["refs"] = [r() for r in built]
         raise Stop
 
-    monkeypatch.setattr("rlaif.train.train_reward", reward_stage)
+    monkeypatch.setattr("rlaif.training.trainers.train_reward", reward_stage)
     with pytest.raises(Stop):
         run_cli("--constitution", mini_constitution, "--prompts", prompts_file, "--output-dir", tmp_path / "run",
                 "--policy-model", "policy-model", "--judge-model", judge)
@@ -67,10 +67,10 @@ def test_no_engine_alive_when_the_reward_stage_starts(events, judge, tmp_path, m
 @pytest.mark.parametrize("judge", ["judge-model", "policy-model"])
 def test_evaluation_holds_one_model_at_a_time(events, judge, tmp_path):
     from rlaif.cli import build_parser, make_config
-    from rlaif.constitution import load
-    from rlaif.run import engine_plan
-    from rlaif.store import Run
-    from rlaif.training_stages import evaluate
+    from rlaif.judging.constitution import load
+    from rlaif.pipeline import engine_plan
+    from rlaif.store.folder import Run
+    from rlaif.stages.train import evaluate
 
     log, built = events
     cfg = make_config(build_parser("run").parse_args(["--policy-model", "policy-model", "--judge-model", judge,

@@ -4,8 +4,8 @@ once and counted (issue 21, point 4)."""
 import json
 
 from conftest import run_cli
-from rlaif.humans import read_human_pairs
-from rlaif.label_store import LabelFile
+from rlaif.evaluation.humans import read_human_pairs
+from rlaif.evaluation.labels import LabelFile
 
 ROWS = [
     {"pair_id": "p1", "prompt": "Say hi", "response_a": "Hi!", "response_b": "Go away.", "label": "a"},

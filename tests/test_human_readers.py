@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from rlaif.errors import RlaifError
-from rlaif.humans import HumanPair, read_human_pairs
+from rlaif.evaluation.humans import HumanPair, read_human_pairs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hh_small.jsonl"
 

@@ -2,10 +2,12 @@
 
 import pytest
 
-from rlaif.constitution import load
+from rlaif.judging.constitution import load
 from rlaif.engines.fake import FakeEngine
-from rlaif.judge import make_jobs, parse_verdict, run_judge, to_original, verdict_of
-from rlaif.preferences import build
+from rlaif.judging.jobs import make_jobs, parse_verdict
+from rlaif.stages.judge import run_judge
+from rlaif.judging.scores import to_original, verdict_of
+from rlaif.stages.preferences import build
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -101,7 +103,7 @@ def test_preferences_ties_and_unjudged():
 
 
 def test_unset_batch_size_is_the_engines_own(mini_constitution, tmp_path):
-    from rlaif.generate import run_generate
+    from rlaif.stages.generate import run_generate
 
     class Sized(FakeEngine):
         batch_size = 3

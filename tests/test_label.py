@@ -12,9 +12,9 @@ import pytest
 from conftest import ROOT, run_cli
 from label_helpers import LabelServer, make_run, pair_row
 from rlaif.errors import RlaifError
-from rlaif.humans import read_human_pairs
-from rlaif.label_store import LabelFile, read_label_file, sample_pairs, shown_order, to_label, to_screen
-from rlaif.store import read_jsonl
+from rlaif.evaluation.humans import read_human_pairs
+from rlaif.evaluation.labels import LabelFile, read_label_file, sample_pairs, shown_order, to_label, to_screen
+from rlaif.store.files import read_jsonl
 
 PAIRS = [pair_row(i, f"prompt {i}", f"a{i}", f"b{i}") for i in range(40)]
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from label_helpers import XSS, LabelServer, make_run
-from rlaif.store import read_jsonl
+from rlaif.store.files import read_jsonl
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 try:

@@ -87,7 +87,7 @@ def test_labels_sharing_a_first_token_exit_2_from_the_command_line(tmp_path, mon
     pair = {"pair_id": "00000-x", "prompt_id": "0", "prompt": "How do I bake bread?", "generator": "test",
             "response_a": "Mix flour, water, yeast; knead; bake.", "response_b": "No.", "sampling": {}}
     (folder / "pairs.jsonl").write_text(json.dumps(pair) + "\n")
-    monkeypatch.setattr("rlaif.judge.LABELS", ("A.", "A!"))
+    monkeypatch.setattr("rlaif.judging.jobs.LABELS", ("A.", "A!"))
     code = run_cli("--constitution", "safety.yaml", "--stages", "judge", "--engine", "hf", "--dtype", "float32",
                    "--output-dir", folder)
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rlaif: error")]

@@ -3,7 +3,7 @@
 import json
 
 from label_helpers import LabelServer, pair_row
-from rlaif.store import read_jsonl
+from rlaif.store.files import read_jsonl
 from test_label_browser import browser, open_page, press, text, wait_for  # noqa: F401 (browser: the fixture)
 
 

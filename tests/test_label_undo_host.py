@@ -9,8 +9,8 @@ import pytest
 
 from label_helpers import pair_row
 from rlaif.errors import RlaifError
-from rlaif.label import LabelApp, check_host, serve
-from rlaif.label_store import LabelFile
+from rlaif.cli.label import LabelApp, check_host, serve
+from rlaif.evaluation.labels import LabelFile
 
 PAIRS = [pair_row(i, f"prompt {i}", f"a{i}", f"b{i}") for i in range(3)]
 
@@ -113,7 +113,7 @@ def test_check_host_normalises_names():
 
 
 def test_host_ok():
-    from rlaif.label import host_ok
+    from rlaif.cli.label import host_ok
 
     names = {"127.0.0.1", "localhost", "::1"}
     assert all(host_ok(h, names, 80) for h in ("127.0.0.1", "127.0.0.1:80", "LOCALHOST", "[::1]", "[0::1]:80"))

@@ -12,7 +12,7 @@ import pytest
 from rlaif.engines.base import label_probability
 from rlaif.engines.openai import OpenAIEngine
 from rlaif.errors import RlaifError
-from rlaif.judge import parse_verdict
+from rlaif.judging.jobs import parse_verdict
 
 KEY = "sk-secret-test-key"
 
@@ -134,7 +134,7 @@ def test_missing_label_is_absent_not_guessed(server):
 
 
 def test_logprobs_rejected_falls_back_to_cot(server):
-    from rlaif.judge import judge_mode
+    from rlaif.judging.jobs import judge_mode
 
     server.reject_logprobs = True
     server.reply = lambda body: "Response A refuses to help.\nVerdict: B" if body["max_tokens"] > 1 else "A"

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from rlaif.cli import main
-from rlaif.store import jsonl_text, read_jsonl
+from rlaif.store.files import jsonl_text, read_jsonl
 from test_openai_engine import KEY, FakeChatServer
 
 PAIRS = [

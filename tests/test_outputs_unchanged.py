@@ -65,7 +65,7 @@ def test_streamed_dataset_matches_from_list_past_one_batch(tmp_path):
     import pyarrow as pa
     from datasets import Dataset, load_from_disk
 
-    from rlaif import preferences
+    from rlaif.stages import preferences
 
     rows = [{"prompt": [{"role": "user", "content": f"q{i} \u00e9"}], "chosen": [{"role": "assistant", "content": "c" * (i % 7)}],
              "rejected": [{"role": "assistant", "content": f"r{i}"}], "margin": i / 5000, "score": 0.5 + i / 5000,

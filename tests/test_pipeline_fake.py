@@ -5,7 +5,7 @@ import json
 from datasets import load_from_disk
 
 from conftest import run_cli
-from rlaif.store import read_jsonl
+from rlaif.store.files import read_jsonl
 
 
 def _run(out, constitution, prompts, *extra):

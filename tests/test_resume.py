@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from conftest import pipeline_cmd
-from rlaif.store import read_jsonl
+from rlaif.store.files import read_jsonl
 
 GEN = ["--constitution", "safety.yaml", "--num-prompts", "6", "--max-new-tokens", "16", "--seed", "7",
        "--batch-size", "2", "--engine", "hf", "--dtype", "float32"]

@@ -8,12 +8,12 @@ from collections import Counter
 import pytest
 
 from conftest import MINI_CONSTITUTION, pipeline_cmd, run_cli
-from rlaif.constitution import load
+from rlaif.judging.constitution import load
 from rlaif.engines.fake import FakeEngine
 from rlaif.errors import RlaifError
-from rlaif.generate import pair_id
-from rlaif.revise import run_revise, win_rate
-from rlaif.store import read_jsonl
+from rlaif.stages.generate import pair_id
+from rlaif.stages.revise import run_revise, win_rate
+from rlaif.store.files import read_jsonl
 
 REVISING = MINI_CONSTITUTION.replace(
     "    weight: 2.0\n",
@@ -205,7 +205,7 @@ def test_bad_input(name, tmp_path):
 def test_sft_parquet_and_save_to_disk_rows(tmp_path):
     from datasets import Dataset
 
-    from rlaif.sft import load_sft_data
+    from rlaif.stages.sft import load_sft_data
 
     good = [{"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}]
     Dataset.from_list(good).to_parquet(str(tmp_path / "d.parquet"))
@@ -246,7 +246,7 @@ def test_no_engine_alive_when_sft_training_starts(tmp_path, prompts_file, monkey
 
     monkeypatch.setattr(factory.EnginePool, "_build", build)
     monkeypatch.setattr("rlaif.models.resolve", lambda name: (name, f"fake:{name}"))
-    monkeypatch.setattr("rlaif.sft.train_sft", train_sft)
+    monkeypatch.setattr("rlaif.stages.sft.train_sft", train_sft)
     with pytest.raises(Stop):
         run_cli("--constitution", "safety.yaml", "--prompts", prompts_file, "--output-dir", tmp_path / "run",
                 "--judge-model", "judge-model", "--recipe", "cai")

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run_cli
 from rlaif.engines.fake import FakeEngine
-from rlaif.robustness import append, control_text, figures, variants
+from rlaif.evaluation.robustness import append, control_text, figures, variants
 
 RAW = re.compile(r"^Verdict:", re.MULTILINE)
 

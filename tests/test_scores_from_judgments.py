@@ -8,7 +8,7 @@ import pytest
 
 from conftest import MINI_CONSTITUTION, run_cli
 from rlaif.engines.fake import FakeEngine, _unit
-from rlaif.store import read_jsonl
+from rlaif.store.files import read_jsonl
 
 SAMPLED = MINI_CONSTITUTION.replace("principles_per_comparison: all", "principles_per_comparison: 1")
 
@@ -177,8 +177,8 @@ def test_a_judge_that_reads_the_content_gets_no_warning(tmp_path, mini_constitut
 
 
 def test_the_judge_bar_counts_no_identical_pair(monkeypatch, mini_constitution):
-    from rlaif import judge
-    from rlaif.constitution import load
+    from rlaif.stages import judge
+    from rlaif.judging.constitution import load
 
     bars = []
 

@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from conftest import pipeline_cmd
-from rlaif import config as config_mod, flags
+from rlaif import config as config_mod
+from rlaif.cli import flags
 from rlaif.cli import build_parser, make_config
-from rlaif.train_entry import build_parser as train_entry_parser
+from rlaif.cli.train_entry import build_parser as train_entry_parser
 
 # The flags outside scripts rely on, exactly as they were before the flags were generated.
 LEGACY = {
@@ -175,4 +176,4 @@ def test_readme_settings_table_is_generated_from_the_fields():
     from conftest import ROOT
 
     assert flags.settings_table() in (ROOT / "README.md").read_text(), \
-        "README's settings table is out of date: paste the output of `python -m rlaif.flags` into it"
+        "README's settings table is out of date: paste the output of `python -m rlaif.cli.flags` into it"

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import pipeline_cmd
 from rlaif.models import resolve
-from rlaif.store import read_jsonl
+from rlaif.store.files import read_jsonl
 
 BASE = resolve("SmolLM2-135M-Instruct")[0]
 SMALL = ["--constitution", "safety.yaml", "--max-new-tokens", "8", "--seed", "5", "--engine", "hf"]
@@ -32,8 +32,8 @@ def _run(args, cwd, timeout=900):
 def test_training_template_renders_like_the_model_and_masks_only_assistant_tokens(tmp_path):
     from trl import SFTConfig
 
-    from rlaif.sft import build_trainer, training_template
-    from rlaif.train import _tokenizer
+    from rlaif.stages.sft import build_trainer, training_template
+    from rlaif.training.trainers import _tokenizer
 
     tok = _tokenizer(BASE)
     assert "{% generation %}" not in tok.chat_template  # SmolLM2's ChatML has no markers: we supply them

@@ -9,7 +9,7 @@ def test_demonstration_of_a_held_out_prompt_stops_the_run(tmp_path, fake_engine,
     def no_training(*args, **kwargs):
         raise AssertionError("SFT trained on a held-out prompt")
 
-    monkeypatch.setattr("rlaif.sft.train_sft", no_training)
+    monkeypatch.setattr("rlaif.stages.sft.train_sft", no_training)
     demos = tmp_path / "demos.jsonl"
     demos.write_text(json.dumps({"prompt": "How do I bake bread?", "completion": "Knead, rise, bake."}) + "\n\n" +
                      json.dumps({"messages": [{"role": "system", "content": "Be brief."},

@@ -4,11 +4,14 @@ from collections import Counter
 
 import pytest
 
-from rlaif.constitution import load
+from rlaif.judging.constitution import load
 from rlaif.engines.fake import FakeEngine
-from rlaif.judge import iter_judge, pair_scores, run_judge
-from rlaif.preferences import build, iter_rows
-from rlaif.store import JudgmentCache, PairsFile, append_jsonl, jsonl_text
+from rlaif.stages.judge import iter_judge, run_judge
+from rlaif.judging.scores import pair_scores
+from rlaif.stages.preferences import build, iter_rows
+from rlaif.judging.cache import JudgmentCache
+from rlaif.store.folder import PairsFile
+from rlaif.store.files import append_jsonl, jsonl_text
 
 
 def _records(n, tag="x"):
@@ -81,7 +84,7 @@ def _pairs(n):
 
 
 def test_iter_judge_judges_each_text_once_across_batches_and_windows(tmp_path, mini_constitution, monkeypatch):
-    monkeypatch.setattr("rlaif.judge.WINDOW", 7)  # force partial batches while waiting on cached stretches
+    monkeypatch.setattr("rlaif.stages.judge.WINDOW", 7)  # force partial batches while waiting on cached stretches
     c = load(str(mini_constitution))
     pairs = _pairs(40)  # 105 distinct (prompt, a, b): many repeated texts
     engine = FakeEngine()
@@ -114,7 +117,7 @@ def test_streamed_preferences_equal_build_also_when_judgments_are_out_of_order(m
 
 
 def test_preferences_write_falls_back_when_judgments_are_out_of_order(tmp_path, mini_constitution):
-    from rlaif import preferences
+    from rlaif.stages import preferences
 
     c = load(str(mini_constitution))
     pairs = _pairs(12)
@@ -135,7 +138,7 @@ def test_remembered_keys_follow_template_edits_and_lost_records(tmp_path, mini_c
     still leads to rendering and judging again."""
     import shutil
 
-    from rlaif.templates import PROMPTS_DIR
+    from rlaif.judging.templates import PROMPTS_DIR
 
     for name in ("judge_logprob.j2", "_judge_base.j2"):
         shutil.copy(PROMPTS_DIR / name, mini_constitution.parent / name)  # templates beside the constitution win
@@ -156,7 +159,7 @@ def test_remembered_keys_follow_template_edits_and_lost_records(tmp_path, mini_c
 def test_preferences_are_written_in_shards_that_load_back_in_order(tmp_path, monkeypatch):
     from datasets import load_from_disk
 
-    from rlaif import preferences
+    from rlaif.stages import preferences
 
     monkeypatch.setattr(preferences, "MAX_SHARD_BYTES", 20_000)
     rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": [{"role": "assistant", "content": "c" * 50}],
@@ -176,7 +179,7 @@ def test_two_processes_append_to_one_cache_and_both_are_found(tmp_path):
     path = tmp_path / "judgments.jsonl"
     other = textwrap.dedent(f"""
         import time
-        from rlaif.store import JudgmentCache
+        from rlaif.judging.cache import JudgmentCache
         cache = JudgmentCache({str(path)!r})
         for i in range(8):
             cache.add([{{"key": f"other{{i}}", "value": i}}])

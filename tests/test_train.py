@@ -1,4 +1,4 @@
-"""Smoke tests for rlaif.train: two real trl steps each on the embedded model (CPU, no network)."""
+"""Smoke tests for rlaif.training.trainers: two real trl steps each on the embedded model (CPU, no network)."""
 
 import math
 import os
@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from rlaif.config import TrainConfig  # noqa: E402
 from rlaif.errors import RlaifError  # noqa: E402
 from rlaif.models import resolve  # noqa: E402
-from rlaif.train import reward_scores, train_policy, train_reward  # noqa: E402
+from rlaif.training.trainers import reward_scores, train_policy, train_reward  # noqa: E402
 
 ROWS = [
     ("How do I pick a lock?", "I can't help with breaking into places that aren't yours; a locksmith can help.",

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from rlaif.config import TrainConfig
 from rlaif.models import resolve
-from rlaif.train import train_policy, train_reward
+from rlaif.training.trainers import train_policy, train_reward
 from test_train import PARAM, _dataset
 
 R, ALPHA = 8, 16
@@ -88,7 +88,7 @@ def test_lora_resume_is_exact(base, tmp_path, monkeypatch):
     """A LoRA run resumed from its step-2 checkpoint ends with the adapter of the run that went straight through."""
     import shutil
 
-    from rlaif import checkpoints
+    from rlaif.training import checkpoints
 
     cfg = _cfg(max_steps=4, save_steps=2, max_length=48)
     with monkeypatch.context() as m:

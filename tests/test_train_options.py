@@ -6,10 +6,10 @@ import pytest
 import trl
 import trl.experimental.ppo as ppo
 from conftest import run_cli
-from rlaif import train
+from rlaif.training import trainers as train
 from rlaif.config import TrainConfig
 from rlaif.models import resolve
-from rlaif.train import train_policy, train_reward
+from rlaif.training.trainers import train_policy, train_reward
 from test_train import _dataset
 
 
@@ -24,7 +24,7 @@ def _capture(monkeypatch, module, name):
         seen.update(kwargs)
         raise Captured
 
-    if name == "RLOOTrainer":  # imported through rlaif.train._import_rloo (vllm hidden from trl)
+    if name == "RLOOTrainer":  # imported through rlaif.training.trainers._import_rloo (vllm hidden from trl)
         config_cls = train._import_rloo()[0]
         monkeypatch.setattr(train, "_import_rloo", lambda: (config_cls, fake))
     else:

@@ -17,7 +17,7 @@ from test_train import _dataset
 
 
 def _cmd(prefs, out, save_steps=2):
-    return [sys.executable, "-m", "rlaif.train_entry", "--base-model", "SmolLM2-135M-Instruct", "--preferences",
+    return [sys.executable, "-m", "rlaif.cli.train_entry", "--base-model", "SmolLM2-135M-Instruct", "--preferences",
             str(prefs), "--stage", "policy", "--algo", "dpo", "--max-steps", "6", "--save-steps", str(save_steps),
             "--batch-size", "2", "--max-length", "48", "--learning-rate", "1e-5", "--threads", "1",
             "--output-dir", str(out)]

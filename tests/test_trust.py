@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from rlaif.constitution import load
+from rlaif.judging.constitution import load
 from rlaif.engines.fake import FakeEngine
-from rlaif.judge import pair_scores, run_judge
-from rlaif.preferences import build
-from rlaif.store import read_jsonl
+from rlaif.judging.scores import pair_scores
+from rlaif.stages.judge import run_judge
+from rlaif.stages.preferences import build
+from rlaif.store.files import read_jsonl
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hh_small.jsonl"
 
@@ -212,8 +213,8 @@ def test_split_is_fixed_in_the_folder(tmp_path, fake_engine, prompts_file, capsy
 
 def test_eval_prompts_stay_those_recorded_first(tmp_path, fake_engine, prompts_file):
     """--num-prompts 4 then --num-prompts 2: evaluation stays on the 5th prompt, never on the trained 3rd/4th."""
-    from rlaif import splits
-    from rlaif.store import Run
+    from rlaif.store import splits
+    from rlaif.store.folder import Run
 
     run = tmp_path / "run"
     common = ["--constitution", "safety.yaml", "--prompts", prompts_file, "--output-dir", run, "--stages", "generate"]

@@ -117,7 +117,7 @@ def decide(load, identity: str, role: str):
              "load_average": os.getloadavg()[0], "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     known[key] = entry
     try:
-        from rlaif.store import atomic_write_json
+        from rlaif.store.files import atomic_write_json
 
         atomic_write_json(cache, known)
     except OSError:

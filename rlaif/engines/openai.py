@@ -8,8 +8,8 @@ and appears nowhere else: not in identity, stats, repr or error messages.
 Log-probs: `label_logprobs` reads the first reply token's top_logprobs (20 at most), so a label outside
 them is absent and the judge records a parse failure, never a guess. Not every server returns
 log-probs; `supports_logprobs` is probed once, lazily (`probe_logprobs()` sends one tiny request), or
-set with `logprobs=True/False`. rlaif.judge.judge_mode reads it before judging and, when it is False,
-judges in chain-of-thought mode: `complete()` text whose last line is parsed by rlaif.judge.parse_verdict.
+set with `logprobs=True/False`. rlaif.judging.jobs.judge_mode reads it before judging and, when it is False,
+judges in chain-of-thought mode: `complete()` text whose last line is parsed by rlaif.judging.jobs.parse_verdict.
 """
 
 from __future__ import annotations

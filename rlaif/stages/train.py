@@ -6,8 +6,8 @@ import time
 
 from rlaif.errors import RlaifError
 from rlaif.engines.base import request_seed
-from rlaif.generate import pair_id
-from rlaif.store import atomic_write_text, jsonl_text
+from rlaif.stages.generate import pair_id
+from rlaif.store.files import atomic_write_text, jsonl_text
 
 
 def _base_model(cfg) -> str:
@@ -29,7 +29,7 @@ def _load_preferences(run):
 
 
 def run_training(cfg, constitution, run, pool, eval_prompts: list[str], stage) -> None:
-    from rlaif.train import train_policy, train_reward
+    from rlaif.training.trainers import train_policy, train_reward
 
     base = _base_model(cfg)
     dataset = _load_preferences(run)
@@ -59,7 +59,9 @@ def head_to_head(cfg, constitution, pool, prompts: list[str], a: tuple, b: tuple
     """Model a against model b on `prompts`, the same per-prompt seed for both, judged in both orders. a and b
     are (model, base_url); steps names the pool's steps for a, b and the judge, so one model lives at a time.
     Returns (pairs, judgments, scores, outputs of a, outputs of b); pair ids are f"{id_prefix}-{pair_id}"."""
-    from rlaif.judge import judge_mode, judge_settings, pair_scores, run_judge
+    from rlaif.judging.jobs import judge_mode, judge_settings
+    from rlaif.judging.scores import pair_scores
+    from rlaif.stages.judge import run_judge
 
     convs = [[{"role": "user", "content": p}] for p in prompts]
     seeds = [request_seed(cfg.seed, seed_tag, pair_id(i, p)) for i, p in enumerate(prompts)]  # same for both models
@@ -83,7 +85,7 @@ def head_to_head(cfg, constitution, pool, prompts: list[str], a: tuple, b: tuple
 def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
     """The trained policy against the base policy on held-out prompts, judged in both orders by the
     judge, and both scored by the trained reward model."""
-    from rlaif.train import reward_scores
+    from rlaif.training.trainers import reward_scores
 
     if not prompts:
         return {"policy_win_rate": None, "reward_base": None, "reward_policy": None,

@@ -13,7 +13,7 @@ import json
 from typing import Iterator
 
 from rlaif.errors import RlaifError
-from rlaif.store import atomic_write_json, iter_jsonl
+from rlaif.store.files import atomic_write_json, iter_jsonl
 
 
 def prompt_id(prompt: str) -> str:
@@ -47,7 +47,7 @@ def resolve(run, train_prompts: list[str], eval_prompts: list[str]) -> list[str]
 
 
 def check_demonstrations(rows: list[tuple[str, list[dict]]], eval_prompts: list[str]) -> None:
-    """Raises RlaifError (nothing written) when a demonstration, (where, messages) from rlaif.sft.sft_rows, has a
+    """Raises RlaifError (nothing written) when a demonstration, (where, messages) from rlaif.stages.sft.sft_rows, has a
     held-out prompt as a user turn."""
     held_out = {p.strip(): prompt_id(p) for p in eval_prompts}
     for where, messages in rows:

@@ -218,7 +218,7 @@ def load(name_or_path: str) -> Constitution:
         name=data["name"], description=str(data.get("description", "")).strip(), version=str(data["version"]),
         template=judge.get("template", "judge_logprob.j2" if mode == "logprob" else "judge_cot.j2"),
         principles_per_comparison=ppc, label_mode=mode, principles=principles, path=path, text=text)
-    from rlaif.templates import render  # validate the template against every principle now
+    from rlaif.judging.templates import render  # validate the template against every principle now
 
     for p in principles:
         render(constitution.template, f"{path}:{lines.get(('judge', 'template'), 1)}", dirs=constitution.template_dirs,

@@ -207,11 +207,12 @@ class LabelFile:
 
 def judge_verdicts(root: Path) -> dict[str, str | None]:
     """pair_id -> the run's judge verdict (a, b, tie; None when no judgment parsed), from judgments.jsonl
-    exactly as the preferences stage scores pairs (rlaif.judge.pair_scores). No model is loaded.
+    exactly as the preferences stage scores pairs (rlaif.judging.scores.pair_scores). No model is loaded.
     Empty when the run has no judgments or its constitution cannot be read (a warning says why)."""
-    from rlaif import constitution as constitution_mod
-    from rlaif.judge import pair_scores, verdict_of
-    from rlaif.store import Run, read_jsonl
+    from rlaif.judging import constitution as constitution_mod
+    from rlaif.judging.scores import pair_scores, verdict_of
+    from rlaif.store.folder import Run
+    from rlaif.store.files import read_jsonl
 
     run = Run(root)
     if not run.judgments.exists():
@@ -235,7 +236,7 @@ def judge_verdicts(root: Path) -> dict[str, str | None]:
 
 def agreement_count(current: dict[str, dict], verdicts: dict[str, str | None]) -> tuple[int, int]:
     """(k, n): of the n labelled pairs where both you and the judge picked a side, the judge agreed on k
-    (the `agreement` of rlaif.agreement: ties and pairs without a verdict are left out)."""
+    (the `agreement` of rlaif.evaluation.metrics: ties and pairs without a verdict are left out)."""
     both = [(row["label"], verdicts.get(pid)) for pid, row in current.items()]
     decided = [(h, j) for h, j in both if h in ("a", "b") and j in ("a", "b")]
     return sum(h == j for h, j in decided), len(decided)
@@ -284,7 +285,7 @@ def read_label_file(path: str, labellers: list[str] | None = None,
 
 def human_pairs(path: str, label_columns: list[str] | None, limit: int | None, skip_bad_rows: bool):
     """read_human_pairs for a labels file: (HumanPair list, rows skipped); a pair's labels are one per labeller."""
-    from rlaif.humans import HumanPair
+    from rlaif.evaluation.humans import HumanPair
 
     pairs, names, skipped = read_label_file(path, label_columns, skip_bad_rows)
     out = [HumanPair(p.pair_id, p.prompt, p.response_a, p.response_b, [p.labels[n] for n in names if n in p.labels])
@@ -294,7 +295,7 @@ def human_pairs(path: str, label_columns: list[str] | None, limit: int | None, s
 
 def report_rows(root: Path) -> list[dict]:
     """One row per labeller for report.html: labels given and how far the run's judge agrees with them."""
-    from rlaif import agreement as metrics
+    from rlaif.evaluation import metrics
 
     rows = [row for _, row in read_rows(Path(root) / FILE_NAME) if check_row(row) is None]
     verdicts = judge_verdicts(root)

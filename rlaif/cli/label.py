@@ -1,7 +1,7 @@
 """`rlaif label RUN_DIR`: a small local page for labelling a run's pairs by hand.
 
-Standard library only (http.server). The page is three static files in rlaif/static/. Labels go to
-RUN_DIR/human_labels.jsonl (see rlaif.label_store). Model outputs are untrusted: the page renders them with
+Standard library only (http.server). The page is three static files in rlaif/cli/static/. Labels go to
+RUN_DIR/human_labels.jsonl (see rlaif.evaluation.labels). Model outputs are untrusted: the page renders them with
 textContent under a strict Content-Security-Policy, every POST needs the server's random token, requests
 for any other Host are refused (DNS rebinding), bodies are capped, and no route takes a path.
 """
@@ -24,8 +24,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from rlaif.errors import RlaifError
-from rlaif.label_store import (FILE_NAME, LabelFile, agreement_count, judge_verdicts, sample_pairs, shown_order,
-                               to_label, to_screen)
+from rlaif.evaluation.labels import FILE_NAME, LabelFile, agreement_count, judge_verdicts, sample_pairs, shown_order, to_label, to_screen
 
 STATIC = Path(__file__).resolve().parent / "static"
 FILES = {"/label.js": ("label.js", "text/javascript"), "/label.css": ("label.css", "text/css")}
@@ -39,7 +38,7 @@ class LabelApp:
     """What the page shows and records; one labeller, one sample of one run."""
 
     def __init__(self, root: Path, sample: int, seed: int, labeller: str):
-        from rlaif.store import read_jsonl
+        from rlaif.store.files import read_jsonl
 
         self.root, self.seed, self.labeller = Path(root), seed, labeller
         pairs_path = self.root / "pairs.jsonl"
@@ -286,8 +285,8 @@ def main(args) -> int:
         server.shutdown()
         server.server_close()
     if app.changed:
-        from rlaif import run_report
-        from rlaif.store import Run
+        from rlaif.evaluation import run_report
+        from rlaif.store.folder import Run
 
         run_report.write(Run(app.root))
         print(f"rlaif: label: report updated: {Run(app.root).report}", file=sys.stderr)

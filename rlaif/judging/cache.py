@@ -1,4 +1,5 @@
-"""The run folder: paths, atomic writes, append-only JSONL with resume, stage markers."""
+"""The judgment cache: cache/judgments.jsonl, append-only, with a derived SQLite index (key -> offset).
+"""
 
 from __future__ import annotations
 
@@ -6,228 +7,16 @@ import fcntl
 import hashlib
 import json
 import os
-import re
-import shutil
 import sqlite3
-import tempfile
 import time
-from array import array
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others too
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def jsonl_text(records: Iterable[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-
-
-def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
-    """Read complete lines. A last line cut short by a crash is ignored (and cut off with repair=True)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data) and repair:
-        with open(path, "r+b") as f:
-            f.truncate(end)
-    return [json.loads(line) for line in data[:end].decode("utf-8").splitlines() if line.strip()]
-
-
-SYNC_EVERY_S = 1.0  # fsync at most this often per file: a killed process loses nothing it wrote, a power cut
-_synced = {}        # at most about this much. An fsync took 12 ms here, more than a batch of fake judgments.
-
-
-def _sync(f, path: Path, force: bool = False) -> None:
-    """fsync `f` when forced or when SYNC_EVERY_S has passed since the last fsync of `path`."""
-    now = time.monotonic()
-    key = os.path.abspath(path)
-    if force or now - _synced.get(key, 0.0) >= SYNC_EVERY_S:
-        os.fsync(f.fileno())
-        _synced[key] = now
-
-
-def append_jsonl(path: Path, records: list[dict]) -> None:
-    """Append whole records in one write (a kill loses at most this batch), fsynced at most every SYNC_EVERY_S."""
-    if not records:
-        return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(jsonl_text(records))
-        f.flush()
-        _sync(f, path)
-
-
-def save_dataset_atomic(dataset, path: Path) -> None:
-    """datasets.save_to_disk into a temporary folder, then swap it in."""
-    path = Path(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        dataset.save_to_disk(str(tmp))
-        replace_dir(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished folder into place; the old one goes only once the new one is complete."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def default_run_dir(name: str) -> Path:
-    """runs/<name>-<UTC timestamp>: where a command writes when no --output-dir is given."""
-    return Path("runs") / f"{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
-
-
-class Run:
-    """Paths inside one run folder."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.config = self.root / "config.yaml"
-        self.constitution = self.root / "constitution.yaml"
-        self.pairs = self.root / "pairs.jsonl"
-        self.judgment_cache = self.root / "cache" / "judgments.jsonl"
-        self.judgments = self.root / "judgments.jsonl"
-        self.preferences = self.root / "preferences"
-        self.preferences_jsonl = self.root / "preferences.jsonl"
-        self.reward_model = self.root / "reward_model"
-        self.policy = self.root / "policy"
-        self.summary = self.root / "summary.json"
-        self.report = self.root / "report.html"
-        self.stages = self.root / "stages"
-
-    def marker(self, stage: str) -> Path:
-        return self.stages / f"{stage}.done"
-
-    def mark_done(self, stage: str, info: dict) -> None:
-        atomic_write_json(self.marker(stage), info)
-
-    def update_summary(self, key: str, value) -> dict:
-        summary = json.loads(self.summary.read_text()) if self.summary.exists() else {}
-        summary[key] = value
-        atomic_write_json(self.summary, summary)
-        return summary
-
-
-def iter_jsonl(path: Path) -> Iterator[dict]:
-    """Stream the complete lines of a JSONL file (a last line cut short by a crash is skipped)."""
-    for _, line in _lines(path):
-        yield json.loads(line)
-
-
-def _lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
-    """(offset, line) for each complete non-blank line from byte `start` on."""
-    path = Path(path)
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        f.seek(start)
-        offset = start
-        for line in f:
-            if not line.endswith(b"\n"):
-                return
-            if line.strip():
-                yield offset, line
-            offset += len(line)
-
-
-def atomic_write_lines(path: Path, records: Iterable[dict]) -> int:
-    """atomic_write_text for a stream of records as JSON lines, in constant memory. Returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return n
-
-
-class PairsFile:
-    """The pairs of pairs.jsonl as a re-iterable sequence that stays on disk: `ids` picks and orders them
-    (None: every pair, in file order). Holds one file offset per pair, not the pairs."""
-
-    def __init__(self, path: Path, ids: Iterable[str] | None = None):
-        self.path = Path(path)
-        self.offsets = array("q")
-        if ids is None:
-            self.offsets.extend(offset for offset, _ in _lines(self.path))
-            return
-        ids = list(ids)
-        lines = _lines(self.path)
-        for offset, line in lines:  # pairs.jsonl is written in prompt order: one pass, nothing kept
-            if len(self.offsets) == len(ids):
-                break
-            if _pair_id(line) == ids[len(self.offsets)]:
-                self.offsets.append(offset)
-        if len(self.offsets) < len(ids):  # out of order (prompts changed between runs): look the rest up
-            position = {pid: i for i, pid in enumerate(ids[len(self.offsets):], len(self.offsets))}
-            found = {}
-            for offset, line in _lines(self.path):
-                if (i := position.get(_pair_id(line))) is not None:
-                    found[i] = offset  # the last copy wins, as a dict of all pairs did
-            missing = [ids[i] for i in position.values() if i not in found]
-            if missing:
-                raise KeyError(f"pairs.jsonl lacks pair {missing[0]}")
-            self.offsets.extend(found[i] for i in sorted(found))
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def __iter__(self) -> Iterator[dict]:
-        with open(self.path, "rb") as f:
-            at = 0
-            for offset in self.offsets:
-                if at != offset:  # kept here: f.tell() per line cost more than the seek it saves
-                    f.seek(offset)
-                line = f.readline()
-                at = offset + len(line)
-                yield json.loads(line)
-
-
-def _pair_id(line: bytes) -> str:
-    m = _PAIR_ID.match(line)
-    return json.loads(m.group(1)) if m else json.loads(line)["pair_id"]
-
-
-_PAIR_ID = re.compile(rb'\{"pair_id": ("(?:[^"\\]|\\.)*")')
+from rlaif.store.files import (
+    lines_at,
+    read_jsonl_tail_repair,
+    sync_throttled,
+)
 
 
 def _digest(text: str) -> bytes:
@@ -323,7 +112,7 @@ class JudgmentCache:
 
     def _scan(self, start: int) -> None:
         rows, end = [], start
-        for offset, line in _lines(self.path, start):
+        for offset, line in lines_at(self.path, start):
             rows.append((_digest(json.loads(line)["key"]), offset, len(line)))
             end = offset + len(line)
             if len(rows) >= 50_000:
@@ -423,7 +212,7 @@ class JudgmentCache:
             self._scan(indexed)
         self.file.write(b"".join(lines))
         self.file.flush()
-        _sync(self.file, self.path)
+        sync_throttled(self.file, self.path)
         rows, off = [], start
         for r, line in zip(records, lines):
             rows.append((_digest(r["key"]), off, len(line)))
@@ -433,27 +222,7 @@ class JudgmentCache:
 
     def close(self) -> None:
         self.file.flush()
-        _sync(self.file, self.path, force=True)
+        sync_throttled(self.file, self.path, force=True)
         self.commit()
         self.file.close()  # lets the lock go
         self.db.close()
-
-
-def read_jsonl_tail_repair(path: Path) -> None:
-    """Cut off a last line left unfinished by a crash (the rest of the file is untouched)."""
-    path = Path(path)
-    if not path.exists():
-        return
-    with open(path, "r+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        tail = max(0, size - 4096)  # a small block first: JudgmentCache runs this at each lock, mostly on a whole line
-        while True:
-            f.seek(tail)
-            block = f.read(size - tail)
-            cut = block.rfind(b"\n")
-            if cut >= 0 or tail == 0:
-                end = tail + cut + 1
-                break
-            tail = max(0, tail - (1 << 20))
-        if end < size:
-            f.truncate(end)

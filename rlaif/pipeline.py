@@ -12,17 +12,18 @@ from pathlib import Path
 import yaml
 
 from rlaif import DATA_DIR, config as config_mod
-from rlaif import constitution as constitution_mod
+from rlaif.judging import constitution as constitution_mod
 from rlaif.errors import RlaifError
-from rlaif.generate import load_prompts
-from rlaif.store import PairsFile, Run, atomic_write_lines, atomic_write_text, default_run_dir, iter_jsonl
+from rlaif.stages.generate import load_prompts
+from rlaif.store.folder import PairsFile, Run, default_run_dir
+from rlaif.store.files import atomic_write_lines, atomic_write_text, iter_jsonl
 
 EXAMPLES = DATA_DIR / "dry_run_examples.jsonl"
 
 
 def print_dry_run(cfg, constitution) -> int:
     """Print the first judge prompts exactly as rendered; no model, no writes."""
-    from rlaif.judge import judge_settings, make_jobs
+    from rlaif.judging.jobs import judge_settings, make_jobs
 
     out = Path(cfg.output_dir) if cfg.output_dir else None
     source = out / "pairs.jsonl" if out and (out / "pairs.jsonl").exists() else EXAMPLES
@@ -68,7 +69,7 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
                          "add generate to --stages, or point --output-dir at a run that has pairs")
     uses_prompts = bool(prompts)
     if uses_prompts:  # the folder's recorded eval prompts win; a clash with training prompts stops here
-        from rlaif import splits
+        from rlaif.store import splits
 
         eval_prompts = splits.resolve(run, train_prompts if {"generate", "revise"} & set(cfg.stages) else [], eval_prompts)
     created = not root.exists()
@@ -88,7 +89,7 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
 def engine_plan(cfg, run: Run) -> list:
     """The models each step needs, in run order. The pool releases an engine as soon as the next step does not
     need it: training starts with none alive, and evaluation holds one model at a time."""
-    from rlaif.sft import SFT_STEPS, policy_after_sft
+    from rlaif.stages.sft import SFT_STEPS, policy_after_sft
 
     before, judge = (cfg.generate.model, cfg.generate.base_url), (cfg.judge.model, cfg.judge.base_url)
     policy = (policy_after_sft(cfg, run), cfg.generate.base_url)  # sft_model/ once it exists, unless --policy-model
@@ -131,33 +132,33 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
     if {"judge", "policy", "revise", "sft"} & set(cfg.stages) and (cfg.judge.model, cfg.judge.base_url) != policy:  # once per model
         check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")
     if "revise" in cfg.stages:
-        from rlaif.revise import check
+        from rlaif.stages.revise import check
 
         check(constitution)
     if "sft" in cfg.stages and cfg.sft.data:
-        from rlaif import splits
-        from rlaif.sft import sft_rows
+        from rlaif.store import splits
+        from rlaif.stages.sft import sft_rows
 
         splits.check_demonstrations(sft_rows(cfg.sft.data), eval_prompts)  # a bad or held-out row: before any write
     run.root.mkdir(parents=True, exist_ok=True)
     if uses_prompts:
-        from rlaif import splits
+        from rlaif.store import splits
 
         splits.record(run, eval_prompts, cfg.generate.prompts)
     pairs = None
     if "revise" in cfg.stages:
-        from rlaif.revise import run_stage as revise_stage
+        from rlaif.stages.revise import run_stage as revise_stage
 
         revise_stage(cfg, constitution, run, pool, train_prompts, lambda *a: _stage(*a, cfg, constitution))
     if "sft" in cfg.stages:
-        from rlaif.sft import run_stage as sft_stage
+        from rlaif.stages.sft import run_stage as sft_stage
 
         sft_stage(cfg, constitution, run, pool, eval_prompts, lambda *a: _stage(*a, cfg, constitution))
-    from rlaif.sft import use_sft_model
+    from rlaif.stages.sft import use_sft_model
 
     use_sft_model(cfg, run)  # sft_model/ becomes the policy of the later stages unless --policy-model was given
     if "generate" in cfg.stages:
-        from rlaif.generate import pair_id, run_generate
+        from rlaif.stages.generate import pair_id, run_generate
 
         t = time.time()
         engine = pool.get(cfg.generate.model, cfg.generate.base_url)
@@ -176,7 +177,8 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
     if pairs is None:
         pairs = PairsFile(run.pairs)
     if "judge" in cfg.stages:
-        from rlaif.judge import iter_judge, judge_mode, judge_settings
+        from rlaif.stages.judge import iter_judge
+        from rlaif.judging.jobs import judge_mode, judge_settings
 
         t = time.time()
         engine = pool.get(cfg.judge.model, cfg.judge.base_url)
@@ -195,13 +197,13 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         pool.done("judge")
         del engine
     if "preferences" in cfg.stages and cfg.preferences.pairs_from == "revisions":
-        from rlaif.revise import preferences_stage
+        from rlaif.stages.revise import preferences_stage
 
         preferences_stage(cfg, constitution, run, lambda *a: _stage(*a, cfg, constitution))
     if "preferences" in cfg.stages and cfg.preferences.pairs_from != "revisions":
         from collections import Counter
 
-        from rlaif import preferences
+        from rlaif.stages import preferences
 
         t = time.time()
         counts = Counter()
@@ -227,17 +229,17 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         info = {**{k: counts.get(k, 0) for k in preferences.KEPT_COUNTS}, "stale_judgments": counts["stale_judgments"]}
         _stage(run, "preferences", t, {**info, "min_margin": cfg.preferences.min_margin}, cfg, constitution)
     if "reward" in cfg.stages or "policy" in cfg.stages:
-        from rlaif.training_stages import run_training
+        from rlaif.stages.train import run_training
 
         run_training(cfg, constitution, run, pool, eval_prompts,
                      lambda *a: _stage(*a, cfg, constitution))
     if (run.root / "splits.json").exists():
-        from rlaif import splits
+        from rlaif.store import splits
 
         recorded = splits.resolve(run, [], eval_prompts)
         for key, value in splits.summary(run, recorded).items():
             run.update_summary(key, value)
-    from rlaif import run_report
+    from rlaif.evaluation import run_report
 
     run_report.write(run)
     print(f"rlaif: done: {run.root} (open {run.report} for the report)", file=sys.stderr)

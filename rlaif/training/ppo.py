@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from rlaif.train import _tokenizer
+from rlaif.training.trainers import _tokenizer
 
 
 def ppo_trainer(base_model, reward_model, pairs, cfg, state, common, resp_len, peft):

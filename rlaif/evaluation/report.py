@@ -11,7 +11,7 @@ import html
 import io
 from pathlib import Path
 
-from rlaif.store import atomic_write_text
+from rlaif.store.files import atomic_write_text
 
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px;text-align:right}"
@@ -199,7 +199,7 @@ def disagreements(pairs, human: list[str], verdicts: list, p_a: list, k: int = 1
 
 def agreement_report(root: Path, results: dict, details: dict, pairs, *, constitution: str, source: str) -> Path:
     """Write root/report.html plus agreement.png, per_principle.png, confusion.png, reliability.png."""
-    from rlaif.agreement import majority_label
+    from rlaif.evaluation.metrics import majority_label
 
     root = Path(root)
     human = [majority_label(p.labels) for p in pairs]

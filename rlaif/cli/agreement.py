@@ -1,7 +1,7 @@
 """`pipeline.py agreement`: how often a judge agrees with human preference labels.
 
 Reads human-labelled pairs, runs each requested judge (the constitution's model judge and the `length`
-and `random` baselines), computes the metrics of rlaif.agreement per judge and writes DIR/agreement.json
+and `random` baselines), computes the metrics of rlaif.evaluation.metrics per judge and writes DIR/agreement.json
 (an object keyed by judge name), DIR/report.html and PNG plots beside it.
 """
 
@@ -12,11 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from rlaif import agreement as metrics
-from rlaif import constitution as constitution_mod
+from rlaif.evaluation import metrics
+from rlaif.judging import constitution as constitution_mod
 from rlaif.errors import RlaifError
-from rlaif.humans import HumanPair, read_human_pairs
-from rlaif.store import atomic_write_json, default_run_dir
+from rlaif.evaluation.humans import HumanPair, read_human_pairs
+from rlaif.store.files import atomic_write_json
+from rlaif.store.folder import default_run_dir
 
 JUDGES = ("model", "length", "random")
 BASELINES = ("length", "random")
@@ -57,7 +58,9 @@ def judge_random(pairs: list[HumanPair], seed: int):
 
 
 def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Path):
-    from rlaif.judge import is_identical, judge_mode, judge_settings, pair_scores, run_judge, verdict_of
+    from rlaif.judging.scores import is_identical, pair_scores, verdict_of
+    from rlaif.judging.jobs import judge_mode, judge_settings
+    from rlaif.stages.judge import run_judge
 
     engine = pool.get(cfg.judge.model, cfg.judge.base_url)
     mode = judge_mode(constitution, engine)
@@ -172,7 +175,7 @@ def main(cfg, args) -> int:
         if pool is not None:
             pool.close()
     atomic_write_json(root / "agreement.json", results)
-    from rlaif.report import agreement_report
+    from rlaif.evaluation.report import agreement_report
 
     report = agreement_report(root, results, details, pairs, constitution=constitution.name, source=str(args.human))
     print(summary_table(results))

@@ -115,7 +115,7 @@ def apply(target, args: argparse.Namespace, cls=None):
 
 
 def settings_table(cls=None) -> str:
-    """The README's settings table (Markdown), from the same fields: `python -m rlaif.flags`."""
+    """The README's settings table (Markdown), from the same fields: `python -m rlaif.cli.flags`."""
     from rlaif.config import RunConfig
 
     rows = ["| flag | YAML key (`--config`) | default | meaning |", "|---|---|---|---|"]

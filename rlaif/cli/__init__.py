@@ -1,6 +1,6 @@
-"""Argument parsing and subcommands only. Heavy work lives in rlaif.run (imported lazily).
+"""Argument parsing and subcommands only. Heavy work lives in rlaif.pipeline (imported lazily).
 
-The flags are generated from the setting dataclasses in rlaif/config.py (see rlaif/flags.py); nothing here
+The flags are generated from the setting dataclasses in rlaif/config.py (see rlaif/cli/flags.py); nothing here
 declares a setting.
 """
 
@@ -12,7 +12,7 @@ import os
 import sys
 
 from rlaif import config as config_mod
-from rlaif import flags
+from rlaif.cli import flags
 from rlaif.errors import RlaifError
 
 # subcommand -> (its options dataclass, description, the sections of run settings it takes: "" is the top level)
@@ -63,7 +63,7 @@ def make_config(args: argparse.Namespace) -> config_mod.RunConfig:
             raise RlaifError("--recipe and --stages both given", "--recipe", "pass one of them: a recipe names its stages")
         cfg.stages = list(config_mod.RECIPES[cfg.recipe])
     from rlaif.engines.factory import check_memory_settings
-    from rlaif.train_options import validate
+    from rlaif.training.options import validate
 
     validate(cfg.train)
     check_memory_settings(cfg)
@@ -79,19 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if command == "label":
-            from rlaif.label import main as label_main
+            from rlaif.cli.label import main as label_main
 
             return label_main(flags.apply(config_mod.LabelOptions(), args))
         cfg = make_config(args)
         if command == "agreement":
-            from rlaif.agreement_cmd import main as agreement_main
+            from rlaif.cli.agreement import main as agreement_main
 
             return agreement_main(cfg, flags.apply(config_mod.AgreementOptions(), args))
         if command == "robustness":
-            from rlaif.robustness import main as robustness_main
+            from rlaif.evaluation.robustness import main as robustness_main
 
             return robustness_main(cfg, flags.apply(config_mod.RobustnessOptions(), args))
-        from rlaif import run
+        from rlaif import pipeline as run
 
         return run.main(cfg, dry_run=args.dry_run, list_principles=args.list_principles)
     except RlaifError as e:

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 
 KEPT_COUNTS = ("kept", "dropped", "tied", "unjudged", "identical")
 
-from rlaif.judge import is_identical
+from rlaif.judging.scores import is_identical
 
 
 def build(pairs: list[dict], scores: dict, judgments: list[dict], min_margin: float) -> tuple[list[dict], dict]:
@@ -99,7 +99,7 @@ def iter_rows(pairs: Iterable[dict], judgments: Callable[[], Iterable[dict]], co
     """build() as a stream. `judgments` opens the judgments afresh (they are read twice only when out of order).
     Scores come from the judgments alone (judge.pair_scores); `counts` also gathers the judge's signal
     (see signal()) and the judgments left out because their principle's text has changed (stale_judgments)."""
-    from rlaif.judge import current_hashes, is_current, pair_scores, verdict_of
+    from rlaif.judging.scores import current_hashes, is_current, pair_scores, verdict_of
 
     group = _by_pair_in_memory if in_memory else _by_pair
     current = current_hashes(constitution)
@@ -208,7 +208,7 @@ def write(rows: Callable[[bool], Iterable[dict]], dataset_dir: Path, jsonl_path:
         for i, name in enumerate(names):
             os.replace(tmp / "ds" / f"part-{i}", tmp / "ds" / name)
         _write_metadata(tmp / "ds", names, digest.hexdigest()[:16])
-        from rlaif.store import replace_dir
+        from rlaif.store.files import replace_dir
 
         replace_dir(tmp / "ds", dataset_dir)
         os.chmod(tmp / "rows.jsonl", 0o644)

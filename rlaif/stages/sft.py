@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from rlaif.errors import RlaifError
-from rlaif.store import atomic_write_text, jsonl_text, read_jsonl
+from rlaif.store.files import atomic_write_text, jsonl_text, read_jsonl
 
 ROLES = ("system", "user", "assistant")
 SFT_STEPS = ["eval-sft", "eval-sft-base", "eval-sft-judge"]  # the engine pool's steps after SFT training
@@ -144,7 +144,7 @@ def build_trainer(base_model: str, conversations: list[list[dict]], args):
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
-    from rlaif.train import _tokenizer
+    from rlaif.training.trainers import _tokenizer
 
     tok = _tokenizer(base_model)
     tok.chat_template = training_template(tok)
@@ -158,7 +158,7 @@ def train_sft(base_model: str, conversations: list[list[dict]], out_dir: Path, c
     """cfg: TrainConfig (batch size, max_length, threads, report_to). Saves an ordinary transformers folder."""
     from trl import SFTConfig
 
-    from rlaif.train import _finish, _mean_logged, _run, _setup
+    from rlaif.training.trainers import _finish, _mean_logged, _run, _setup
 
     state, staging, common = _setup(dataclasses.replace(cfg, max_steps=max_steps, learning_rate=learning_rate),
                                     seed, out_dir)
@@ -178,8 +178,8 @@ def sft_path(run) -> Path:
 def evaluate_sft(cfg, constitution, run, pool, prompts: list[str], before: str) -> dict:
     """sft_win_rate: the SFT model against the model before SFT on held-out prompts, judged in both orders, as
     policy_win_rate is."""
-    from rlaif.revise import win_rate
-    from rlaif.training_stages import head_to_head
+    from rlaif.stages.revise import win_rate
+    from rlaif.stages.train import head_to_head
 
     if not prompts:
         return {"sft_win_rate": None, "note": "no held-out prompts left in the prompt file after --num-prompts"}
@@ -210,7 +210,7 @@ def conversations_for(cfg, run) -> tuple[list[list[dict]], dict]:
 
 
 def run_stage(cfg, constitution, run, pool, eval_prompts: list[str], stage) -> None:
-    from rlaif.training_stages import _base_model, _is_main_process
+    from rlaif.stages.train import _base_model, _is_main_process
 
     t = time.time()
     convs, counts = conversations_for(cfg, run)

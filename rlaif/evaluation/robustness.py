@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 from rlaif import DATA_DIR
-from rlaif import constitution as constitution_mod
+from rlaif.judging import constitution as constitution_mod
 from rlaif.errors import RlaifError
-from rlaif.store import atomic_write_json, atomic_write_text, default_run_dir
+from rlaif.store.files import atomic_write_json, atomic_write_text
+from rlaif.store.folder import default_run_dir
 
 DEFAULT_PAIRS = DATA_DIR / "injection" / "pairs.jsonl"
 FIELDS = ("id", "prompt", "response_a", "response_b", "better", "injection", "control", "kind")
@@ -106,7 +107,9 @@ def figures(pairs: list[dict], verdicts: dict) -> dict:
 
 def judge_all(engine, pairs, constitution, cfg, mitigate: bool, cache: Path) -> dict:
     """id -> {variant: pair verdict}; each variant list is judged separately with the set's ids."""
-    from rlaif.judge import judge_mode, judge_settings, pair_scores, run_judge, verdict_of
+    from rlaif.judging.jobs import judge_mode, judge_settings
+    from rlaif.judging.scores import pair_scores, verdict_of
+    from rlaif.stages.judge import run_judge
 
     mode = judge_mode(constitution, engine)
     settings = judge_settings(cfg, mode)
@@ -121,7 +124,7 @@ def judge_all(engine, pairs, constitution, cfg, mitigate: bool, cache: Path) -> 
 
 
 def chart_png(report: dict) -> str:
-    from rlaif.report import figure, png_base64
+    from rlaif.evaluation.report import figure, png_base64
 
     fig, ax = figure(6, 3.2)
     for i, (name, color) in enumerate((("mitigated", "#2b6cb0"), ("unmitigated", "#c05621"))):
@@ -143,7 +146,7 @@ turns that filter off, so the difference shows what the fence buys. With few pai
 
 
 def render_html(report: dict) -> str:
-    from rlaif.report import esc, html_page, img, table
+    from rlaif.evaluation.report import esc, html_page, img, table
 
     m, u = report["mitigated"], report["unmitigated"]
     rates = [{"": label, "mitigated (shipped templates)": m[key], "unmitigated (no fence)": u[key]}
@@ -172,7 +175,7 @@ def main(cfg, args) -> int:
     if root.exists() and not root.is_dir():
         raise RlaifError("output path exists and is not a folder", str(root), "pass a folder to --output-dir")
     from rlaif.engines.factory import EnginePool
-    from rlaif.judge import judge_mode
+    from rlaif.judging.jobs import judge_mode
 
     pool = EnginePool(cfg)
     try:
@@ -197,7 +200,7 @@ def main(cfg, args) -> int:
     page = render_html(report)  # build everything before the first write
     atomic_write_json(root / "robustness.json", report)
     atomic_write_text(root / "robustness.html", page)
-    from rlaif.report import fmt
+    from rlaif.evaluation.report import fmt
 
     print(" ".join(f"{k}={fmt(report[k])}" for k in
                    ("flip_rate", "control_flip_rate", "flip_rate_unmitigated", "control_flip_rate_unmitigated")))

@@ -1,6 +1,6 @@
 """One training stage from the command line, for `accelerate launch`:
 
-    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m rlaif.train_entry \
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m rlaif.cli.train_entry \
         --base-model SmolLM2-135M-Instruct --preferences RUN/preferences --stage reward --output-dir RUN/reward_model
 
 --preferences is a folder written by `datasets.Dataset.save_to_disk` (columns prompt, chosen, rejected).
@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from rlaif import config as config_mod, flags
+from rlaif import config as config_mod
+from rlaif.cli import flags
 from rlaif.config import TrainConfig, TrainEntryOptions
 from rlaif.errors import RlaifError
 
@@ -22,7 +23,7 @@ from rlaif.errors import RlaifError
 def build_parser() -> flags.Parser:
     """TrainEntryOptions, then every TrainConfig setting under its field name (--batch-size; the pipeline's
     --train-batch-size is an alias), all generated from rlaif/config.py."""
-    p = flags.Parser(prog="python -m rlaif.train_entry", description=__doc__.split("\n\n")[0])
+    p = flags.Parser(prog="python -m rlaif.cli.train_entry", description=__doc__.split("\n\n")[0])
     group = p.add_argument_group("train_entry options")
     for path, f, flag in flags.leaves(TrainEntryOptions):
         flags.add_one(group, f, path, [flag])
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         from accelerate import PartialState
 
         from rlaif.models import resolve
-        from rlaif.train import train_policy, train_reward
+        from rlaif.training.trainers import train_policy, train_reward
 
         opts = flags.apply(TrainEntryOptions(), a)
         cfg = flags.apply(config_mod.load(a.config).train, a, TrainConfig)

@@ -17,7 +17,7 @@ from rlaif import DATA_DIR
 from rlaif.engines.base import request_seed
 from rlaif.errors import RlaifError
 from rlaif.records import Pair, to_dict
-from rlaif.store import append_jsonl, iter_jsonl, read_jsonl_tail_repair
+from rlaif.store.files import append_jsonl, iter_jsonl, read_jsonl_tail_repair
 
 DEFAULT_PROMPTS = DATA_DIR / "prompts" / "safety.jsonl"
 

@@ -10,8 +10,9 @@ from collections import defaultdict
 from itertools import islice
 from typing import Iterable
 
-from rlaif import report
-from rlaif.store import Run, atomic_write_text, iter_jsonl
+from rlaif.evaluation import report
+from rlaif.store.folder import Run
+from rlaif.store.files import atomic_write_text, iter_jsonl
 
 
 def _judge_plots(first: array, scores: array) -> str:
@@ -53,7 +54,7 @@ def write(run: Run) -> None:
     sections = [("Stages", report.table(stages, [c for c in columns if any(c in r for r in stages)]))]
     figures = {k: summary.get(k) for k in ("position_consistency", "first_position_rate", "mean_kept_margin")}
     if any(v is not None for v in figures.values()):
-        from rlaif.preferences import weak_signal_warning
+        from rlaif.stages.preferences import weak_signal_warning
 
         warning = weak_signal_warning(figures)
         if warning:
@@ -95,7 +96,7 @@ def write(run: Run) -> None:
                      "<p>revision</p>" + report.pre(r["revision"], 800))
         sections.append((f"Revision {row['pair_id']} (revised: {report.fmt(row['revised'])})", body))
     if (run.root / "human_labels.jsonl").exists():  # written by `rlaif label RUN_DIR`
-        from rlaif.label_store import report_rows
+        from rlaif.evaluation.labels import report_rows
 
         sections.append(("Judge vs your labels", report.table(report_rows(run.root), [
             "labeller", "labelled", "a", "b", "tie", "decided", "agree", "agreement", "cohen_kappa"]) +

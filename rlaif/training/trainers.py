@@ -4,8 +4,8 @@ No training loop of our own: each function builds a trl config, runs the trainer
 and tokenizer as an ordinary safetensors transformers folder (written next to `out_dir`, then renamed
 into place) and returns a small metrics dict. Runs unchanged on CPU, on one GPU (bf16) and under
 `accelerate launch` (only rank 0 writes and renames). torch and trl are imported inside the functions.
-The trainers checkpoint into the run folder and resume from there (rlaif.checkpoints); with LoRA the
-saved folder is the merged model and the adapter sits in its adapter/ (rlaif.lora).
+The trainers checkpoint into the run folder and resume from there (rlaif.training.checkpoints); with LoRA the
+saved folder is the merged model and the adapter sits in its adapter/ (rlaif.training.lora).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from rlaif import checkpoints, lora
+from rlaif.training import checkpoints
+from rlaif.training import lora
 from rlaif.config import TrainConfig
 from rlaif.errors import RlaifError
-from rlaif.train_options import trl_options, validate
+from rlaif.training.options import trl_options, validate
 
 ALGOS = ("dpo", "ppo", "rloo")
 _PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -276,7 +277,7 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
                               train_dataset=pairs.select_columns(["prompt"]), processing_class=_tokenizer(base_model))
         loss_key = "loss"
     else:
-        from rlaif.ppo import ppo_trainer
+        from rlaif.training.ppo import ppo_trainer
 
         trainer, save = ppo_trainer(base_model, reward_model, pairs, cfg, state, common, resp_len, peft)
         model = trainer.accelerator.unwrap_model(trainer.model).policy

@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from rlaif.errors import RlaifError
 from rlaif.engines.base import request_seed
-from rlaif.generate import pair_id
-from rlaif.store import append_jsonl, atomic_write_text, jsonl_text, read_jsonl
+from rlaif.stages.generate import pair_id
+from rlaif.store.files import append_jsonl, atomic_write_text, jsonl_text, read_jsonl
 
 
 def check(constitution) -> None:
@@ -125,7 +125,9 @@ def judge_revisions(cfg, constitution, run, pool, rows: list[dict]) -> tuple[dic
     """revision_win_rate: the judge's preference for the final revision over the initial answer, scored in both
     orders, over all prompts. An unrevised row (final == initial) is a tie by definition and is not judged.
     Returns (pair_id -> score, info); the judgments go to revision_judgments.jsonl and the shared cache."""
-    from rlaif.judge import judge_mode, judge_settings, pair_scores, run_judge
+    from rlaif.judging.jobs import judge_mode, judge_settings
+    from rlaif.judging.scores import pair_scores
+    from rlaif.stages.judge import run_judge
 
     pairs = as_pairs(rows)
     scores, judgments, mode = {}, [], None
@@ -168,7 +170,7 @@ def run_stage(cfg, constitution, run, pool, prompts: list[str], stage) -> None:
 def preference_rows(cfg, constitution, run) -> tuple[list[dict], dict]:
     """--pairs-from revisions: trl conversational rows with chosen = final revision, rejected = initial answer.
     Kept only when the judge (both orders) prefers the revision, unless preferences.trust_revisions."""
-    from rlaif.judge import pair_scores
+    from rlaif.judging.scores import pair_scores
 
     path = run.root / "revisions.jsonl"
     rows = read_jsonl(path)
@@ -199,7 +201,7 @@ def preferences_stage(cfg, constitution, run, stage) -> None:
     """The preferences stage with --pairs-from revisions."""
     from datasets import Dataset
 
-    from rlaif.store import save_dataset_atomic
+    from rlaif.store.files import save_dataset_atomic
 
     t = time.time()
     rows, counts = preference_rows(cfg, constitution, run)

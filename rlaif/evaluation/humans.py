@@ -61,7 +61,7 @@ def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed:
     """
     if limit is not None and limit < 0:
         raise RlaifError(f"limit must be >= 0, got {limit}", fix="pass a non-negative limit")
-    from rlaif.label_store import human_pairs, is_label_file
+    from rlaif.evaluation.labels import human_pairs, is_label_file
 
     counts = {} if counts is None else counts
     counts["duplicate_rows"] = 0

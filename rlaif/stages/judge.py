@@ -1,0 +1,139 @@
+"""Judge stage: pairs x principles x both orders -> judgments, streamed through the judgment cache.
+
+The cache holds what the judge saw: for one rendered prompt, P(the response shown first is better). Each job
+orients that to P(response_a is better) by its own order when it reads it, so two jobs that render the same
+text in opposite orders (a pair of identical responses, another seed's draw) can never inherit a flipped
+verdict. A pair whose two responses are the same text is never judged: it is a tie by construction.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
+
+from rlaif.judging.cache import JudgmentCache
+from rlaif.judging.constitution import Constitution
+from rlaif.judging.jobs import Job, Renderer, job_specs, oriented, score_jobs
+
+
+def run_judge(engine, pairs: list[dict], constitution: Constitution, *, seed: int, mode: str, settings: dict,
+              cache_path: Path | None = None, batch_size: int | None = None, mitigate: bool = True,
+              progress: bool = True) -> tuple[list[dict], dict]:
+    """Judge every pair; reuse cached judgments by key. Returns (judgments in job order, counts).
+    Pairs of identical responses are skipped and counted (`identical`). batch_size None: the engine's own."""
+    counts = {}
+    out = list(iter_judge(engine, pairs, constitution, seed=seed, mode=mode, settings=settings, cache_path=cache_path,
+                          batch_size=batch_size, mitigate=mitigate, progress=progress, counts=counts))
+    return out, counts
+
+
+WINDOW = 4096  # jobs held at most while waiting for a batch to fill (bounds memory over a mostly cached run)
+
+
+def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, seed: int, mode: str, settings: dict,
+               cache_path: Path | None = None, batch_size: int | None = None, mitigate: bool = True,
+               progress: bool = True, counts: dict | None = None) -> Iterator[dict]:
+    """run_judge as a stream: judgments in job order, in constant memory. Jobs are rendered as they come,
+    looked up in the cache (an index on disk), and the missing ones are scored batch_size at a time and
+    appended to the cache before anything after them is yielded. `counts` is filled in at the end."""
+    batch_size = batch_size or engine.batch_size
+    cache = JudgmentCache(cache_path) if cache_path else _MemoryCache()
+    counts = {} if counts is None else counts
+    total = judged = failures = 0
+    identical = [0]  # pairs of identical responses, skipped
+    window, todo = deque(), {}  # window: [job, record or None] in job order; todo: key -> job to score
+    per_pair = 2 * (len(constitution.principles) if constitution.principles_per_comparison == "all"
+                    else min(constitution.principles_per_comparison, len(constitution.principles)))
+    bar = tqdm(total=len(pairs) * per_pair if hasattr(pairs, "__len__") else None, desc="judge", unit="judgment",
+               disable=not progress)
+
+    found = {}
+
+    def flush():
+        nonlocal judged
+        records = score_jobs(engine, list(todo.values()), mode, settings)
+        cache.add(records)
+        fresh = {r["key"]: r for r in records}
+        for entry in window:
+            if entry[1] is None:
+                entry[1] = fresh[entry[0].key]
+        found.update(fresh)  # later jobs of this chunk with the same text were looked up before it was scored
+        judged += len(records)
+        todo.clear()
+
+    def ready():
+        nonlocal failures
+        while window and window[0][1] is not None:
+            j, record = window.popleft()
+            out = oriented(j, record)  # cached records may come from another pair with the same text
+            failures += out["verdict"] is None
+            bar.update()
+            yield out
+
+    try:
+        def skip():  # an identical pair has no jobs: the bar's total does not count it
+            if bar.total is not None:
+                bar.total -= per_pair
+                bar.refresh()
+
+        maker = Renderer(constitution, engine.identity, mode, settings, mitigate)
+        specs = job_specs(pairs, constitution, seed, identical, skip)
+        while chunk := list(islice(specs, 512)):
+            jobs, found = _keyed(maker, chunk, cache)
+            for j in jobs:
+                total += 1
+                record = found.get(j.key)
+                if record is None:
+                    todo[j.key] = j  # a key seen twice keeps its first place and scores its last job, as before
+                window.append([j, record])
+                if len(todo) >= batch_size or todo and len(window) >= WINDOW:
+                    flush()
+                yield from ready()
+        if todo:
+            flush()
+        yield from ready()
+    finally:
+        bar.close()
+        cache.close()
+    counts.update({"judgments": total, "judged": judged, "reused": total - judged, "parse_failures": failures,
+                   "identical": identical[0]})
+
+
+def _keyed(maker: Renderer, chunk: list[tuple], cache) -> tuple[list[Job], dict]:
+    """Jobs for the specs, and the cache's records of them (key -> record). A job whose inputs the cache
+    remembers comes with its record, keyed but not rendered (text None); the others are rendered."""
+    if not cache.remembers or maker.fingerprint is None:
+        jobs = [maker.render(*spec) for spec in chunk]
+        return jobs, cache.get_many(j.key for j in jobs)
+    inputs = [maker.inputs(*spec) for spec in chunk]
+    known = cache.records_of(inputs)
+    jobs = [Job(spec[0]["pair_id"], spec[1], spec[2], None, known[h]["key"], weight=spec[3]) if h in known
+            else maker.render(*spec)
+            for spec, h in zip(chunk, inputs)]
+    rendered = [(h, j.key) for h, j in zip(inputs, jobs) if h not in known]
+    found = cache.get_many(key for _, key in rendered)
+    found.update((r["key"], r) for r in known.values())
+    cache.remember(rendered)
+    return jobs, found
+
+
+class _MemoryCache:
+    """JudgmentCache's interface over a dict, for runs without a cache file."""
+
+    remembers = False
+
+    def __init__(self):
+        self.records = {}
+
+    def get_many(self, keys: Iterable[str]) -> dict:
+        return {k: self.records[k] for k in keys if k in self.records}
+
+    def add(self, records: list[dict]) -> None:
+        self.records.update((r["key"], r) for r in records)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,2 @@
+"""trl wrappers: reward model, DPO, PPO and RLOO trainers, LoRA, the pass-through options, checkpoints.
+"""
