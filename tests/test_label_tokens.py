@@ -92,4 +92,5 @@ def test_labels_sharing_a_first_token_exit_2_from_the_command_line(tmp_path, mon
                    "--output-dir", folder)
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rlaif: error")]
     assert code == 2 and len(err) == 1 and "'A.' and 'A!'" in err[0] and "SmolLM2-135M-Instruct" in err[0], err
+    assert "judge template judge_logprob.j2" in err[0] and "safety.yaml" in err[0], err  # the template and tokenizer
     assert not (folder / "judgments.jsonl").exists() or not (folder / "judgments.jsonl").read_text()

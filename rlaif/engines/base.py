@@ -13,6 +13,10 @@ from typing import Sequence
 from rlaif.errors import RlaifError
 
 
+class LabelClash(RlaifError):
+    """Two verdict labels start with the same token: the judge stage names its template when it reports it."""
+
+
 def request_seed(*parts) -> int:
     """A sampling seed from any parts (run seed, pair id, sample name): a stable 63-bit hash."""
     digest = hashlib.sha256(("rlaif:" + ":".join(map(str, parts))).encode()).digest()
@@ -73,7 +77,7 @@ class Engine:
         for i, head in enumerate(heads):
             if head in heads[:i]:
                 other = labels[heads.index(head)]
-                raise RlaifError(f"the verdict labels {other!r} and {labels[i]!r} both start with the token {head!r} "
+                raise LabelClash(f"the verdict labels {other!r} and {labels[i]!r} both start with the token {head!r} "
                                  f"in the tokenizer {self.tok.name_or_path} ({type(self.tok).__name__}): every "
                                  "verdict would be exactly 0.5", "judge labels",
                                  "use labels whose first tokens differ, or another judge model")

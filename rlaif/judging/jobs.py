@@ -97,6 +97,7 @@ class Renderer:
         # A judge that cannot give log-probs falls back to chain of thought, which needs the CoT template.
         template = constitution.template if mode == constitution.label_mode else DEFAULT_TEMPLATES[mode]
         where, dirs = str(constitution.path), constitution.template_dirs
+        self.template = template
         self.full = renderer(template, where, mitigate, dirs)
         self.slotted = slotted(template, SLOTS, where, mitigate, dirs)  # None: the template needs full renders
         self.verdict = renderer(VERDICT_TEMPLATE, where, mitigate, dirs) if mode == "cot" else None

@@ -15,6 +15,8 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
+from rlaif.engines.base import LabelClash
+from rlaif.errors import RlaifError
 from rlaif.judging.cache import JudgmentCache
 from rlaif.judging.constitution import Constitution
 from rlaif.judging.jobs import Job, Renderer, job_specs, oriented, score_jobs
@@ -55,7 +57,10 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
 
     def flush():
         nonlocal judged
-        records = score_jobs(engine, list(todo.values()), mode, settings)
+        try:
+            records = score_jobs(engine, list(todo.values()), mode, settings)
+        except LabelClash as e:  # the labels come from the judge template's instruction: name it
+            raise RlaifError(e.what, f"judge template {maker.template} ({constitution.path})", e.fix) from None
         cache.add(records)
         fresh = {r["key"]: r for r in records}
         for entry in window:
