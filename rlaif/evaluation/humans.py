@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlaif.errors import RlaifError
+from rlaif.evaluation.labels import is_label_file, read_label_file
 
 ASSISTANT = "\n\nAssistant:"
 LABELS = ("a", "b", "tie")
@@ -61,12 +62,10 @@ def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed:
     """
     if limit is not None and limit < 0:
         raise RlaifError(f"limit must be >= 0, got {limit}", fix="pass a non-negative limit")
-    from rlaif.evaluation.labels import human_pairs, is_label_file
-
     counts = {} if counts is None else counts
     counts["duplicate_rows"] = 0
     if is_label_file(path):  # RUN_DIR/human_labels.jsonl from `rlaif label`: retractions applied, a label per labeller
-        return human_pairs(path, label_columns, limit, skip_bad_rows)
+        return _label_file_pairs(path, label_columns, limit, skip_bad_rows)
     columns, rows = _open_rows(path)
     hh = "chosen" in columns and "rejected" in columns
     pandalm = not hh and PANDALM <= columns
@@ -107,6 +106,14 @@ def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed:
                                  f"{bad.fix}, or pass skip_bad_rows=True") from None
             skipped += 1
     return pairs, skipped
+
+
+def _label_file_pairs(path: str, label_columns: list[str] | None, limit: int | None, skip_bad_rows: bool):
+    """read_human_pairs for a labels file: (HumanPair list, rows skipped); a pair's labels are one per labeller."""
+    pairs, names, skipped = read_label_file(path, label_columns, skip_bad_rows)
+    out = [HumanPair(p.pair_id, p.prompt, p.response_a, p.response_b, [p.labels[n] for n in names if n in p.labels])
+           for p in pairs]
+    return (out if limit is None else out[:limit]), skipped
 
 
 # ---------------------------------------------------------------- row sources

@@ -283,16 +283,6 @@ def read_label_file(path: str, labellers: list[str] | None = None,
     return ordered, names, skipped
 
 
-def human_pairs(path: str, label_columns: list[str] | None, limit: int | None, skip_bad_rows: bool):
-    """read_human_pairs for a labels file: (HumanPair list, rows skipped); a pair's labels are one per labeller."""
-    from rlaif.evaluation.humans import HumanPair
-
-    pairs, names, skipped = read_label_file(path, label_columns, skip_bad_rows)
-    out = [HumanPair(p.pair_id, p.prompt, p.response_a, p.response_b, [p.labels[n] for n in names if n in p.labels])
-           for p in pairs]
-    return (out if limit is None else out[:limit]), skipped
-
-
 def report_rows(root: Path) -> list[dict]:
     """One row per labeller for report.html: labels given and how far the run's judge agrees with them."""
     from rlaif.evaluation import metrics
