@@ -144,9 +144,9 @@ def build_trainer(base_model: str, conversations: list[list[dict]], args):
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
-    from rlaif.training.trainers import _tokenizer
+    from rlaif.training.tokenizer import load_tokenizer
 
-    tok = _tokenizer(base_model)
+    tok = load_tokenizer(base_model)
     tok.chat_template = training_template(tok)
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=True)
     data = Dataset.from_list([{"messages": m} for m in conversations])

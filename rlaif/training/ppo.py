@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from rlaif.training.trainers import _tokenizer
+from rlaif.training.tokenizer import load_tokenizer
 
 
 def ppo_trainer(base_model, reward_model, pairs, cfg, state, common, resp_len, peft):
@@ -14,7 +14,7 @@ def ppo_trainer(base_model, reward_model, pairs, cfg, state, common, resp_len, p
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    tok = _tokenizer(base_model, padding_side="left")
+    tok = load_tokenizer(base_model, padding_side="left")
     if tok.pad_token_id == tok.eos_token_id:
         # trl's PPO masks every pad-id token, prompt included; with pad == eos (ChatML <|im_end|>) it would hide
         # each turn's end marker from the policy and the reward model. Use another special token for padding.

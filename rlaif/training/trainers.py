@@ -21,6 +21,7 @@ from rlaif.training import lora
 from rlaif.config import TrainConfig
 from rlaif.errors import RlaifError
 from rlaif.training.options import trl_options, validate
+from rlaif.training.tokenizer import load_tokenizer as _tokenizer
 
 ALGOS = ("dpo", "ppo", "rloo")
 _PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -66,15 +67,6 @@ def _pairs(dataset):
         raise RlaifError("preference dataset is empty", "train", "lower preferences.min_margin or judge more pairs")
     # margin and pair_id are dropped: RewardTrainer would otherwise use `margin` as a loss margin.
     return dataset.select_columns(list(_PAIR_COLUMNS))
-
-
-def _tokenizer(path, **kw):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path, **kw)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 def _encode(tok, messages: list, max_length: int | None) -> list[int]:
