@@ -13,9 +13,16 @@ from pathlib import Path
 
 from rlaif.store.files import atomic_write_text
 
+# Tables fit the page for any column count: a header wraps at its spaces and after each underscore (table() puts
+# a <wbr> there), a text cell also after each / and _, and a number never wraps; tables of many columns (.many) use a
+# smaller font. A table still too wide for the page scrolls inside its own box (.table), never the page.
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-       "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px;text-align:right}"
-       "th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+       ".table{max-width:100%;overflow-x:auto;margin:1em 0}"
+       "table{border-collapse:collapse;font-size:14px;font-variant-numeric:tabular-nums}"
+       "th,td{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eee;vertical-align:bottom}"
+       "tbody th{text-align:left;vertical-align:top}"
+       ".many table{font-size:12px}.many th,.many td{padding:3px 5px}"
+       "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
        "pre{white-space:pre-wrap;background:#f6f6f6;padding:6px;border:1px solid #ddd}.case{margin-bottom:2em}"
        ".warning{background:#fff3cd;border:1px solid #e0b000;padding:8px}")
 
@@ -39,13 +46,42 @@ def fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
-def table(rows: list[dict], columns: list[str | tuple[str, str]]) -> str:
-    """An HTML table; columns are keys or (key, header) pairs. Every cell is escaped."""
+MANY_COLUMNS = 10  # above this, a table's font is smaller
+
+
+def breakable(text: str, after: str = "_") -> str:
+    """Escaped text that may wrap after each character of `after` (a <wbr> there): snake_case, paths, hub ids."""
+    out = esc(text)
+    for ch in after:
+        out = out.replace(ch, ch + "<wbr>")
+    return out
+
+
+def table(rows: list[dict], columns: list[str | tuple[str, str]], drop_empty: bool = False,
+          transpose: bool = False) -> str:
+    """An HTML table; columns are keys or (key, header) pairs. Every cell is escaped. drop_empty leaves out the
+    columns that have no value (missing or None) in any row. transpose turns it on its side, for a few rows of
+    many fields: the first column's values head the columns and every other column becomes a row."""
     cols = [(c, c) if isinstance(c, str) else c for c in columns]
-    head = "".join(f"<th>{esc(title)}</th>" for _, title in cols)
-    body = "".join("<tr>" + "".join(f"<td>{esc(fmt(row.get(key)))}</td>" for key, _ in cols) + "</tr>"
-                   for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if drop_empty:
+        cols = [(key, title) for key, title in cols if any(row.get(key) is not None for row in rows)]
+    if transpose:
+        (first, corner), cols = cols[0], cols[1:]
+        head = f"<th>{breakable(corner)}</th>" + "".join(f"<th>{_cell(row.get(first))}</th>" for row in rows)
+        body = "".join(f"<tr><th>{breakable(title)}</th>" + "".join(f"<td>{_cell(row.get(key))}</td>" for row in rows)
+                       + "</tr>" for key, title in cols)
+        width = len(rows) + 1
+    else:
+        head = "".join(f"<th>{breakable(title)}</th>" for _, title in cols)
+        body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(key))}</td>" for key, _ in cols) + "</tr>"
+                       for row in rows)
+        width = len(cols)
+    wrap = "table many" if width > MANY_COLUMNS else "table"
+    return f'<div class="{wrap}"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _cell(value) -> str:
+    return breakable(value, "/_") if isinstance(value, str) else esc(fmt(value))
 
 
 def figure(width: float = 6.0, height: float = 4.0, ncols: int = 1):

@@ -51,7 +51,9 @@ def write(run: Run) -> None:
     columns = ["stage", "seconds", "pairs", "generated", "reused", "judged", "tokens_per_second", "seconds_per_pair",
                "parse_failures", "kept", "dropped", "tied", "steps", "seconds_per_step", "reward_accuracy"]
     columns[2:2] = ["prompts", "revised", "unrevised", "from_revisions", "from_sft_data"]
-    sections = [("Stages", report.table(stages, [c for c in columns if any(c in r for r in stages)]))]
+    # One column per stage, in run order, and one row per figure that some stage has: each stage fills only a few
+    # of the ~20 figures, so stages as rows made a table wider than the page.
+    sections = [("Stages", report.table(stages, columns, drop_empty=True, transpose=True))]
     figures = {k: summary.get(k) for k in ("position_consistency", "first_position_rate", "mean_kept_margin")}
     if any(v is not None for v in figures.values()):
         from rlaif.stages.preferences import weak_signal_warning
