@@ -58,7 +58,7 @@ def ensure_packages() -> None:
 
 def find_tokenizer(given: str | None) -> str | None:
     """A tokenizer folder: the one given, the copy gpu_wheels.sh carried, or the embedded model's; None means
-    gpu_check.build_tokenizer trains a small one here (no files needed)."""
+    tiny_tokenizer.build_tokenizer trains a small one here (no files needed)."""
     from rlaif.models import cache_dir
 
     for folder in (given, WHEELS / "tokenizer", cache_dir() / "SmolLM2-135M-Instruct-fp32"):
@@ -191,7 +191,7 @@ def main(args) -> int:
     ensure_packages()
     import torch
 
-    from gpu_check import build_tokenizer
+    from tiny_tokenizer import build_tokenizer
 
     gpu = torch.cuda.is_available() and not args.cpu
     size = SIZES[args.size]

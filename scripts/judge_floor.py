@@ -30,11 +30,11 @@ def main() -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from gpu_check import build_tokenizer
     from rlaif.judging.constitution import load
     from rlaif.engines.hf import HFEngine
     from rlaif.judging.jobs import make_jobs
     from rlaif.stages.judge import run_judge
+    from tiny_tokenizer import build_tokenizer
 
     if not torch.cuda.is_available() and not args.cpu:
         print("judge_floor: no CUDA device found (pass --cpu to run it anyway); exit 0")
