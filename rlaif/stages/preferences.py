@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 KEPT_COUNTS = ("kept", "dropped", "tied", "unjudged", "identical")
 
 from rlaif.judging.scores import is_identical
+from rlaif.store.files import atomic_file, replace_dir
 
 
 def build(pairs: list[dict], scores: dict, judgments: list[dict], min_margin: float) -> tuple[list[dict], dict]:
@@ -173,12 +174,14 @@ def write(rows: Callable[[bool], Iterable[dict]], dataset_dir: Path, jsonl_path:
     dataset_dir, jsonl_path = Path(dataset_dir), Path(jsonl_path)
     tmp = Path(tempfile.mkdtemp(dir=dataset_dir.parent, prefix=".preferences-stream."))
     try:
-        for in_memory in (False, True):
-            shutil.rmtree(tmp / "ds", ignore_errors=True)
-            (tmp / "ds").mkdir()
-            digest, n, shards, size, writer = hashlib.sha256(), 0, 0, 0, None
-            try:
-                with open(tmp / "rows.jsonl", "w", encoding="utf-8") as f:
+        with atomic_file(jsonl_path, skip_empty=True) as f:  # in place once the dataset is
+            for in_memory in (False, True):
+                shutil.rmtree(tmp / "ds", ignore_errors=True)
+                (tmp / "ds").mkdir()
+                f.seek(0)
+                f.truncate()
+                digest, n, shards, size, writer = hashlib.sha256(), 0, 0, 0, None
+                try:
                     for row in rows(in_memory):
                         if writer is None or size >= MAX_SHARD_BYTES:
                             if writer is not None:
@@ -192,27 +195,20 @@ def write(rows: Callable[[bool], Iterable[dict]], dataset_dir: Path, jsonl_path:
                         f.write(line)
                         digest.update(line.encode("utf-8"))
                         n, size = n + 1, size + len(line)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if writer is not None:
-                    writer.finalize()
-                break
-            except Misaligned:
-                continue
-            finally:
-                if writer is not None:
-                    writer.close()
-        if n == 0:
-            return 0
-        names = [f"data-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
-        for i, name in enumerate(names):
-            os.replace(tmp / "ds" / f"part-{i}", tmp / "ds" / name)
-        _write_metadata(tmp / "ds", names, digest.hexdigest()[:16])
-        from rlaif.store.files import replace_dir
-
-        replace_dir(tmp / "ds", dataset_dir)
-        os.chmod(tmp / "rows.jsonl", 0o644)
-        os.replace(tmp / "rows.jsonl", jsonl_path)
+                    if writer is not None:
+                        writer.finalize()
+                    break
+                except Misaligned:
+                    continue
+                finally:
+                    if writer is not None:
+                        writer.close()
+            if n:
+                names = [f"data-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
+                for i, name in enumerate(names):
+                    os.replace(tmp / "ds" / f"part-{i}", tmp / "ds" / name)
+                _write_metadata(tmp / "ds", names, digest.hexdigest()[:16])
+                replace_dir(tmp / "ds", dataset_dir)
         return n
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -9,25 +9,39 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
+@contextmanager
+def atomic_file(path: Path, skip_empty: bool = False) -> Iterator[IO[str]]:
+    """A text file (UTF-8) that takes the place of `path` only once it is whole: a temporary file beside `path`,
+    flushed, fsynced and renamed over it when the block ends, removed when the block raises. skip_empty: when
+    nothing was written, `path` is left as it was (and the temporary file removed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
+            empty = f.tell() == 0
+        if skip_empty and empty:
+            Path(tmp).unlink()
+            return
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -86,15 +100,14 @@ def save_dataset_atomic(dataset, path: Path) -> None:
 
 
 def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished folder into place; the old one goes only once the new one is complete."""
-    old = None
+    """Move a finished folder into place; the old one goes only once the new one is complete (and a `.NAME.old`
+    left by a crash between the two renames goes first)."""
+    old = dst.with_name(f".{dst.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
     if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
         os.replace(dst, old)
     os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def iter_jsonl(path: Path) -> Iterator[dict]:
@@ -121,22 +134,11 @@ def lines_at(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
 
 def atomic_write_lines(path: Path, records: Iterable[dict]) -> int:
     """atomic_write_text for a stream of records as JSON lines, in constant memory. Returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
     return n
 
 

@@ -20,6 +20,7 @@ from rlaif.training import checkpoints
 from rlaif.training import lora
 from rlaif.config import TrainConfig
 from rlaif.errors import RlaifError
+from rlaif.store.files import replace_dir
 from rlaif.training.options import trl_options, validate
 from rlaif.training.tokenizer import load_tokenizer as _tokenizer
 
@@ -130,12 +131,7 @@ def _finish(state, staging: Path, out_dir: Path, base_model: str, save=None, tra
         _tokenizer(base_model).save_pretrained(staging)  # the untouched tokenizer (trainers may change padding)
         for folder in (staging, staging / lora.ADAPTER):
             (folder / "training_args.bin").unlink(missing_ok=True)  # a pickle, and of no use to a reader
-        old = out_dir.parent / f".{out_dir.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(staging, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(staging, out_dir)
     state.wait_for_everyone()
     checkpoints.remove(out_dir, state)
 
