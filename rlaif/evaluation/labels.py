@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rlaif.errors import RlaifError
+from rlaif.store.files import read_jsonl_tail_repair
 
 FILE_NAME = "human_labels.jsonl"
 LABELS = ("a", "b", "tie")
@@ -152,7 +153,7 @@ class LabelFile:
     def __init__(self, path: Path, labeller: str):
         self.path, self.labeller = Path(path), labeller
         self.lock = threading.Lock()
-        self._repair()
+        read_jsonl_tail_repair(self.path)  # a last line torn by a crash: the next append starts a line of its own
         good = []
         for number, row in read_rows(self.path):
             problem = check_row(row)
@@ -161,14 +162,6 @@ class LabelFile:
             good.append(row)
         self.history = history(good).get(labeller, [])  # this labeller's rows in force: what undo steps back through
         self.current = current_of(self.history)
-
-    def _repair(self) -> None:
-        """Cut off a last line torn by a crash, so that the next append starts a line of its own."""
-        if self.path.exists():
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                with open(self.path, "r+b") as f:
-                    f.truncate(data.rfind(b"\n") + 1)
 
     def _append(self, row: dict) -> None:
         line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")

@@ -54,15 +54,9 @@ def jsonl_text(records: Iterable[dict]) -> str:
 
 def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
     """Read complete lines. A last line cut short by a crash is ignored (and cut off with repair=True)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data) and repair:
-        with open(path, "r+b") as f:
-            f.truncate(end)
-    return [json.loads(line) for line in data[:end].decode("utf-8").splitlines() if line.strip()]
+    if repair:
+        read_jsonl_tail_repair(path)
+    return list(iter_jsonl(path))
 
 
 SYNC_EVERY_S = 1.0  # fsync at most this often per file: a killed process loses nothing it wrote, a power cut
