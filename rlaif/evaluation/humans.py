@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rlaif.errors import RlaifError
 from rlaif.evaluation.labels import is_label_file, read_label_file
+from rlaif.store.files import json_lines
 
 ASSISTANT = "\n\nAssistant:"
 LABELS = ("a", "b", "tie")
@@ -146,14 +147,12 @@ def _jsonl_rows(p: Path) -> tuple[set[str], Rows]:
     except (OSError, UnicodeDecodeError) as e:
         raise RlaifError(f"cannot read: {e}", str(p), "check the file is UTF-8 JSONL (gzip for .gz)") from None
     parsed: list[tuple[int, dict | _BadRow]] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue  # blank lines are ignored; row numbers stay line numbers
-        try:
-            obj = json.loads(line)
-            parsed.append((i, obj if isinstance(obj, dict) else _BadRow("(row)", "not a JSON object")))
-        except json.JSONDecodeError as e:
-            parsed.append((i, _BadRow("(row)", f"unparseable JSON: {e.msg}")))
+    for number, obj in json_lines(lines):  # blank lines are ignored; row numbers stay line numbers
+        if isinstance(obj, json.JSONDecodeError):
+            obj = _BadRow("(row)", f"unparseable JSON: {obj.msg}")
+        elif not isinstance(obj, dict):
+            obj = _BadRow("(row)", "not a JSON object")
+        parsed.append((number - 1, obj))
     return _first_keys(parsed), iter(parsed)
 
 

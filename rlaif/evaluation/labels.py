@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rlaif.errors import RlaifError
-from rlaif.store.files import read_jsonl_tail_repair
+from rlaif.store.files import json_lines, read_jsonl_tail_repair
 
 FILE_NAME = "human_labels.jsonl"
 LABELS = ("a", "b", "tie")
@@ -74,13 +74,9 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
     except (OSError, UnicodeDecodeError) as e:
         raise RlaifError(f"cannot read: {e}", str(path), "check the file is UTF-8 JSON lines") from None
     rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RlaifError(f"unparseable JSON: {e.msg}", f"{path}:{number}", "fix or remove the line") from None
+    for number, row in json_lines(text.splitlines()):
+        if isinstance(row, json.JSONDecodeError):
+            raise RlaifError(f"unparseable JSON: {row.msg}", f"{path}:{number}", "fix or remove the line")
         if not isinstance(row, dict):
             raise RlaifError("not a JSON object", f"{path}:{number}", "fix or remove the line")
         rows.append((number, row))

@@ -17,7 +17,7 @@ from pathlib import Path
 from rlaif import DATA_DIR
 from rlaif.judging import constitution as constitution_mod
 from rlaif.errors import RlaifError
-from rlaif.store.files import atomic_write_json, atomic_write_text
+from rlaif.store.files import atomic_write_json, atomic_write_text, json_lines
 from rlaif.store.folder import default_run_dir
 
 DEFAULT_PAIRS = DATA_DIR / "injection" / "pairs.jsonl"
@@ -37,14 +37,10 @@ def load_pairs(path: Path, limit: int | None = None) -> list[dict]:
     except UnicodeDecodeError:
         raise RlaifError("injection set is not UTF-8 text", str(path), "save it as UTF-8 JSON lines") from None
     pairs, seen = [], {}
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, row in json_lines(lines):
         where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RlaifError(f"invalid JSON ({e.msg})", where, "write one JSON object per line") from None
+        if isinstance(row, json.JSONDecodeError):
+            raise RlaifError(f"invalid JSON ({row.msg})", where, "write one JSON object per line")
         if not isinstance(row, dict):
             raise RlaifError("row is not a JSON object", where, f"give each line the fields {', '.join(FIELDS)}")
         for key in FIELDS:

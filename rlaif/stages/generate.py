@@ -17,7 +17,12 @@ from rlaif import DATA_DIR
 from rlaif.engines.base import request_seed
 from rlaif.errors import RlaifError
 from rlaif.records import Pair, to_dict
-from rlaif.store.files import append_jsonl, iter_jsonl, read_jsonl_tail_repair
+from rlaif.store.files import (
+    append_jsonl,
+    iter_jsonl,
+    json_lines,
+    read_jsonl_tail_repair,
+)
 
 DEFAULT_PROMPTS = DATA_DIR / "prompts" / "safety.jsonl"
 
@@ -37,18 +42,15 @@ def load_prompts(path: str | None, limit: int = 0) -> list[str]:
     except IsADirectoryError:
         raise RlaifError("is a folder, not a prompt file", str(p), "pass a .jsonl or .txt file") from None
     prompts = []
-    for n, line in enumerate(text.splitlines(), 1):
+    lines = enumerate(text.splitlines(), 1) if p.suffix == ".txt" else json_lines(text.splitlines())
+    for n, row in lines:
         if p.suffix == ".txt":
-            prompt = line
-        elif not line.strip():
-            continue
+            prompt = row
+        elif isinstance(row, json.JSONDecodeError):
+            raise RlaifError(f"invalid JSON ({row.msg})", f"{p}:{n}", "write one JSON object per line")
+        elif not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise RlaifError("missing string field `prompt`", f"{p}:{n}", 'write {"prompt": "..."}')
         else:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RlaifError(f"invalid JSON ({e.msg})", f"{p}:{n}", "write one JSON object per line") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise RlaifError("missing string field `prompt`", f"{p}:{n}", 'write {"prompt": "..."}')
             prompt = row["prompt"]
         if not prompt.strip():
             raise RlaifError("empty or whitespace-only prompt", f"{p}:{n}", "remove the line or write a prompt")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from rlaif.errors import RlaifError
-from rlaif.store.files import atomic_write_text, jsonl_text, read_jsonl
+from rlaif.store.files import atomic_write_text, json_lines, jsonl_text, read_jsonl
 
 ROLES = ("system", "user", "assistant")
 SFT_STEPS = ["eval-sft", "eval-sft-base", "eval-sft-judge"]  # the engine pool's steps after SFT training
@@ -108,13 +108,11 @@ def sft_rows(path: str) -> list[tuple[str, list[dict]]]:
         raise RlaifError("SFT data not found", str(p), fix)
     elif p.suffix == ".jsonl":
         rows = []
-        for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((f"{p}:{n} (row {len(rows) + 1})", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise RlaifError(f"invalid JSON ({e.msg})", f"{p}:{n} (row {len(rows) + 1})",
-                                     "write one JSON object per line") from None
+        for n, row in json_lines(p.read_text(encoding="utf-8", errors="replace").splitlines()):
+            where = f"{p}:{n} (row {len(rows) + 1})"
+            if isinstance(row, json.JSONDecodeError):
+                raise RlaifError(f"invalid JSON ({row.msg})", where, "write one JSON object per line")
+            rows.append((where, row))
     elif p.suffix == ".json":
         try:
             data = json.loads(p.read_text(encoding="utf-8"))

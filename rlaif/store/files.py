@@ -59,6 +59,18 @@ def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
     return list(iter_jsonl(path))
 
 
+def json_lines(lines: Iterable[str]) -> Iterator[tuple[int, object]]:
+    """(1-based line number, value) of each non-blank line: the line parsed as JSON, or the json.JSONDecodeError
+    when it is not JSON, for the caller to name the file and line in its own error (or to keep going). For
+    files that people write or edit, where an error must say which line."""
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield number, e
+
+
 SYNC_EVERY_S = 1.0  # fsync at most this often per file: a killed process loses nothing it wrote, a power cut
 _synced = {}        # at most about this much. An fsync took 12 ms here, more than a batch of fake judgments.
 
