@@ -74,7 +74,7 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
     except (OSError, UnicodeDecodeError) as e:
         raise RlaifError(f"cannot read: {e}", str(path), "check the file is UTF-8 JSON lines") from None
     rows = []
-    for number, row in json_lines(text.splitlines()):
+    for number, row in json_lines(text.split("\n")):  # not splitlines(): rows hold U+2028 and the like raw
         if isinstance(row, json.JSONDecodeError):
             raise RlaifError(f"unparseable JSON: {row.msg}", f"{path}:{number}", "fix or remove the line")
         if not isinstance(row, dict):
