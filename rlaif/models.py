@@ -56,7 +56,67 @@ def resolve(name: str) -> tuple[str, str]:
             raise RlaifError(f"model folder {name!r} not found or has no config.json", "--policy-model/--judge-model",
                              f"pass a transformers model folder, a hub id, or {EMBEDDED_MODEL}")
         return str(p.resolve()), f"local:{p.resolve()}@{_folder_revision(p)}"
-    return name, f"hub:{name}@{_hub_commit(name)}"  # loads offline from the local HF cache unless HF_HUB_OFFLINE=0
+    return name, f"hub:{name}@{_hub_commit(name)}"  # see require(): downloaded unless HF_HUB_OFFLINE=1
+
+
+def require(name: str) -> tuple[str, str]:
+    """resolve(name), and for a hub id make sure it can be loaded: its config.json is in the local Hugging Face
+    cache or, unless HF_HUB_OFFLINE=1, downloads now. Else one line (exit 2) that says so, before anything loads.
+    The embedded default and local folders never touch the hub."""
+    path, identity = resolve(name)
+    if identity.startswith("hub:"):
+        _fetch_config(name)
+        identity = f"hub:{name}@{_hub_commit(name)}"  # the commit just fetched
+    return path, identity
+
+
+_FETCHED = set()
+_ELSE = "or pass a local model folder (config.json plus safetensors weights)"
+
+
+def _fetch_config(name: str) -> None:
+    """config.json of a hub id into the local cache. One HEAD request first, without huggingface_hub's retries
+    (which take about 25 s against a hub that does not answer), so an unreachable hub fails fast."""
+    if name in _FETCHED:
+        return
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub import errors
+
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    where = "--policy-model/--judge-model"
+    if constants.HF_HUB_OFFLINE:
+        if not cached:
+            raise RlaifError(f"hub model {name!r} is not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 forbids "
+                             "downloading it", where, f"unset HF_HUB_OFFLINE (or set it to 0) to download it, {_ELSE}")
+        _FETCHED.add(name)
+        return
+    try:
+        try:
+            get_hf_file_metadata(hf_hub_url(name, "config.json"))
+            hf_hub_download(name, "config.json")
+        except errors.LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError, but a network failure
+            raise ConnectionError(_first_line(e)) from None
+    except errors.GatedRepoError as e:
+        raise RlaifError(f"hub model {name!r} is gated: {_first_line(e)}", where, "accept its terms on the hub and log "
+                         f"in (`hf auth login` or HF_TOKEN), {_ELSE}") from None
+    except errors.RepositoryNotFoundError:
+        raise RlaifError(f"no model {name!r} on the hub (or it is private)", where, "check the id, log in for a private "
+                         f"model (`hf auth login` or HF_TOKEN), {_ELSE}") from None
+    except (errors.EntryNotFoundError, errors.RevisionNotFoundError):
+        raise RlaifError(f"hub repository {name!r} has no config.json: not a transformers model", where,
+                         f"pass a transformers model's hub id, {_ELSE}") from None
+    except Exception as e:  # connection refused, timeout, DNS, proxy, an HTTP error
+        if not cached:
+            raise RlaifError(f"cannot download hub model {name!r} from {constants.ENDPOINT} ({type(e).__name__}: "
+                             f"{_first_line(e)})", where, "check the network (or HF_ENDPOINT); without one, set "
+                             f"HF_HUB_OFFLINE=1 to load hub ids from your local Hugging Face cache, {_ELSE}") from None
+        # cached: loaded from the cache, as transformers does when the hub does not answer
+    _FETCHED.add(name)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
 
 
 SMALL_FILE = 64 << 20  # files below this are hashed by content; weights above it by name, size and mtime

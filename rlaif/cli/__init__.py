@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in (*SUBCOMMANDS, "run") else "run"
     args = build_parser(command).parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub unless the user asks for it with HF_HUB_OFFLINE=0
+    # Hub ids download when the network does (HF_HUB_OFFLINE=1: the local Hugging Face cache only); the embedded
+    # default and local folders never touch the hub.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

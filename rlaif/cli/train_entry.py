@@ -33,18 +33,18 @@ def build_parser() -> flags.Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as pipeline.py: no hub unless HF_HUB_OFFLINE=0
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # hub ids download unless HF_HUB_OFFLINE=1
     a = build_parser().parse_args(argv)
     try:
         import datasets
         from accelerate import PartialState
 
-        from rlaif.models import resolve
+        from rlaif.models import require
         from rlaif.training.trainers import train_policy, train_reward
 
         opts = flags.apply(TrainEntryOptions(), a)
         cfg = flags.apply(config_mod.load(a.config).train, a, TrainConfig)
-        base = resolve(opts.base_model)[0]
+        base = require(opts.base_model)[0]
         ds = datasets.load_from_disk(opts.preferences)
         if opts.stage == "reward":
             metrics = train_reward(base, ds, Path(opts.output_dir), cfg, opts.seed)

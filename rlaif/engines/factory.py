@@ -24,12 +24,13 @@ def choose_backend(requested: str) -> str:
 
 
 def check_model(model: str, base_url: str | None, url_flag: str = "--judge-base-url/--policy-base-url") -> None:
-    """Fail on a model that cannot be built, before anything is written: a local model that is not there,
-    or an endpoint model (openai:NAME) without its base URL."""
+    """Fail on a model that cannot be built, before anything is written: a local model that is not there, a hub id
+    that is neither in the local Hugging Face cache nor downloadable, or an endpoint model (openai:NAME) without
+    its base URL."""
     if not model.startswith("openai:"):
-        from rlaif.models import resolve
+        from rlaif.models import require
 
-        resolve(model)
+        require(model)
     elif not base_url:
         raise RlaifError(f"{model} needs an endpoint", url_flag,
                          "pass the server's base URL, e.g. http://127.0.0.1:8000/v1")
@@ -120,9 +121,9 @@ class EnginePool:
             check_model(model, base_url)
             return OpenAIEngine(model.removeprefix("openai:"), base_url, api_key=os.environ.get("OPENAI_API_KEY"),
                                 concurrency=cfg.judge.concurrency)
-        from rlaif.models import resolve
+        from rlaif.models import require
 
-        path, identity = resolve(model)
+        path, identity = require(model)
         if self.backend == "vllm":
             try:
                 from rlaif.engines.vllm import VLLMEngine
@@ -141,8 +142,9 @@ class EnginePool:
         except (OSError, ValueError) as e:  # no safetensors weights, not in the offline cache, remote code refused
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise RlaifError(f"cannot load model {model!r}: {reason}", "--policy-model/--judge-model",
-                             "use a folder with safetensors weights (pickled .bin files are refused), set "
-                             "HF_HUB_OFFLINE=0 to download a hub id, or pass --trust-remote-code if you trust it") from None
+                             "use a folder with safetensors weights (pickled .bin files are refused), let a hub id "
+                             "download (network on, HF_HUB_OFFLINE unset), or pass --trust-remote-code if you trust "
+                             "it") from None
 
     def role(self, model: str) -> str:
         """What this run asks of the model (judge, generate or both): what a measured --dtype auto weighs."""
