@@ -133,6 +133,12 @@ class RunConfig:
     seed: int = _f(0, "Seed for sampling, principle draws and splits.")
     engine: str = _f("auto", "auto | hf | vllm. auto picks vllm when CUDA and vllm are both available.",
                      choices=("auto", "hf", "vllm"))
+    policy_engine: str | None = _f(None, "Engine of the policy (generation, revision, the evaluation of trained "
+                                   "policies): auto | hf | vllm. Default: engine.", choices=("auto", "hf", "vllm"),
+                                   run_only=True)
+    judge_engine: str | None = _f(None, "Engine of the judge: auto | hf | vllm. Default: engine. With another engine "
+                                  "than the policy's, the same model gets one engine per role.",
+                                  choices=("auto", "hf", "vllm"))
     stages: list = _f(list(DEFAULT_STAGES), "Stages to run (comma-separated on the command line); they run in pipeline "
                       "order. revise and sft are off unless asked (or --recipe cai).", choices=STAGES, run_only=True)
     recipe: str | None = _f(None, "A named list of stages: cai = revise,sft,generate,judge,preferences,reward,policy "

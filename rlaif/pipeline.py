@@ -91,7 +91,7 @@ def engine_plan(cfg, run: Run) -> list:
     need it: training starts with none alive, and evaluation holds one model at a time."""
     from rlaif.stages.sft import SFT_STEPS, policy_after_sft
 
-    before, judge = (cfg.generate.model, cfg.generate.base_url), (cfg.judge.model, cfg.judge.base_url)
+    before, judge = (cfg.generate.model, cfg.generate.base_url), (cfg.judge.model, cfg.judge.base_url, "judge")
     policy = (policy_after_sft(cfg, run), cfg.generate.base_url)  # sft_model/ once it exists, unless --policy-model
     needs = {"generate": [policy], "judge": [judge], "eval-policy": [(str(run.policy), None)],
              "eval-base": [policy], "eval-judge": [judge], "revise": [before, judge], "sft": [],
@@ -181,7 +181,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         from rlaif.judging.jobs import judge_mode, judge_settings
 
         t = time.time()
-        engine = pool.get(cfg.judge.model, cfg.judge.base_url)
+        engine = pool.judge(cfg.judge.model, cfg.judge.base_url)
         mode = judge_mode(constitution, engine)
         run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
         counts = {}

@@ -25,7 +25,7 @@ def events(monkeypatch):
         def close(self):
             log.append(("close", self.identity))
 
-    def build(self, model, base_url):
+    def build(self, model, base_url, backend="hf"):
         log.append(("build", model))
         engine = Logged(identity=model)
         built.append(weakref.ref(engine))

@@ -53,7 +53,7 @@ def test_parallel_flags_reach_vllm(monkeypatch):
 
 def test_generator_and_judge_share_one_engine(monkeypatch):
     built = []
-    monkeypatch.setattr(factory.EnginePool, "_build", lambda self, model, base_url: built.append(model) or object())
+    monkeypatch.setattr(factory.EnginePool, "_build", lambda self, model, base_url, backend: built.append(model) or object())
     pool = factory.EnginePool(_cfg("--engine", "hf"))
     assert pool.get("SmolLM2-135M-Instruct") is pool.get("SmolLM2-135M-Instruct")
     assert built == ["SmolLM2-135M-Instruct"]

@@ -232,7 +232,7 @@ def test_no_engine_alive_when_sft_training_starts(tmp_path, prompts_file, monkey
         def close(self):
             log.append(("close", self.identity))
 
-    def build(self, model, base_url):
+    def build(self, model, base_url, backend="hf"):
         log.append(("build", model))
         return Logged(identity=model)
 

@@ -62,7 +62,7 @@ def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Pat
     from rlaif.judging.jobs import judge_mode, judge_settings
     from rlaif.stages.judge import run_judge
 
-    engine = pool.get(cfg.judge.model, cfg.judge.base_url)
+    engine = pool.judge(cfg.judge.model, cfg.judge.base_url)
     mode = judge_mode(constitution, engine)
     dicts = [{"pair_id": p.pair_id, "prompt": p.prompt, "response_a": p.response_a, "response_b": p.response_b}
              for p in pairs]

@@ -1,4 +1,5 @@
-"""Pick and build engines; share one engine between stages when generator and judge are the same model."""
+"""Pick and build engines, one kind per role (policy, judge); share one engine between stages when generator and
+judge are the same model on the same kind of engine."""
 
 from __future__ import annotations
 
@@ -56,30 +57,48 @@ def check_memory_settings(cfg) -> None:
                          "pass a token count such as 4096, or leave it unset for the model's own (capped)")
 
 
+ROLES = ("policy", "judge")
+
+
 class EnginePool:
     """Builds engines on first use, reuses them by (backend, model), and releases each one as soon as the
     steps that need it are over, so that at most one local model holds memory at a time.
 
-    `plan` lists the run's steps in order, each with the models it needs: [(step, [(model, base_url)])].
-    After `done(step)`, every engine that the next step does not need is closed and dropped; a step that
-    needs no engine (preferences, training) therefore starts with none alive. Without a plan, engines live
-    until `close()` (agreement and robustness use one judge throughout)."""
+    Each role has its engine kind: --policy-engine for the policy (generation, revision, evaluating trained
+    policies), --judge-engine for the judge, both defaulting to --engine. A model that generates and judges is
+    one engine when both roles use the same kind, and two (never shared) when they do not.
+
+    `plan` lists the run's steps in order, each with the models it needs: [(step, [(model, base_url[, role])])],
+    role "policy" unless given. After `done(step)`, every engine that the next step does not need is closed and
+    dropped; a step that needs no engine (preferences, training) therefore starts with none alive. Without a
+    plan, engines live until `close()` (agreement and robustness use one judge throughout)."""
 
     def __init__(self, cfg, plan=()):
         check_memory_settings(cfg)
         self.cfg = cfg
-        self.backend = choose_backend(cfg.engine)
+        self.backends = {"policy": choose_backend(getattr(cfg, "policy_engine", None) or cfg.engine),
+                         "judge": choose_backend(getattr(cfg, "judge_engine", None) or cfg.engine)}
         self._engines = {}
-        self.plan = [(step, [self._key(m, u) for m, u in models]) for step, models in plan]
+        self.plan = [(step, [self._key(*m) for m in models]) for step, models in plan]
 
-    def _key(self, model: str, base_url: str | None = None):
-        return (self.backend if not model.startswith("openai:") else "openai", model, base_url)
+    def _key(self, model: str, base_url: str | None = None, role: str = "policy"):
+        if role not in ROLES:
+            raise ValueError(f"unknown engine role {role!r}")
+        return (self.backends[role] if not model.startswith("openai:") else "openai", model, base_url)
 
-    def get(self, model: str, base_url: str | None = None):
-        key = self._key(model, base_url)
+    def get(self, model: str, base_url: str | None = None, role: str = "policy"):
+        """The engine of `model` for `role` (policy or judge), built on first use."""
+        key = self._key(model, base_url, role)
         if key not in self._engines:
-            self._engines[key] = self._build(model, base_url)
+            self._engines[key] = self._build(model, base_url, backend=key[0])
         return self._engines[key]
+
+    def judge(self, model: str, base_url: str | None = None):
+        """The judge's engine of `model`. When both roles use the same kind of engine, that is `get(model,
+        base_url)`: one engine serves a model that generates and judges."""
+        if self.backends["judge"] == self.backends["policy"]:
+            return self.get(model, base_url)
+        return self.get(model, base_url, role="judge")
 
     def alive(self) -> list:
         """Keys of the engines now held."""
@@ -113,8 +132,8 @@ class EnginePool:
                              "--max-model-len", f"pass at most {own}, or leave it unset")
         return self.cfg.max_model_len
 
-    def _build(self, model: str, base_url: str | None):
-        cfg = self.cfg
+    def _build(self, model: str, base_url: str | None, backend: str | None = None):
+        cfg, backend = self.cfg, backend or self.backends["policy"]
         if model.startswith("openai:"):
             from rlaif.engines.openai import OpenAIEngine
 
@@ -124,7 +143,7 @@ class EnginePool:
         from rlaif.models import require
 
         path, identity = require(model)
-        if self.backend == "vllm":
+        if backend == "vllm":
             try:
                 from rlaif.engines.vllm import VLLMEngine
             except ImportError as e:
@@ -133,12 +152,12 @@ class EnginePool:
             return VLLMEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
                               tensor_parallel_size=cfg.tensor_parallel_size, data_parallel_size=cfg.data_parallel_size,
                               seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                              max_model_len=self._context(path), role=self.role(model))
+                              max_model_len=self._context(path), role=self.role(model, backend))
         from rlaif.engines.hf import HFEngine
 
         try:
             return HFEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
-                            max_model_len=self._context(path), role=self.role(model))
+                            max_model_len=self._context(path), role=self.role(model, backend))
         except (OSError, ValueError) as e:  # no safetensors weights, not in the offline cache, remote code refused
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise RlaifError(f"cannot load model {model!r}: {reason}", "--policy-model/--judge-model",
@@ -146,11 +165,13 @@ class EnginePool:
                              "download (network on, HF_HUB_OFFLINE unset), or pass --trust-remote-code if you trust "
                              "it") from None
 
-    def role(self, model: str) -> str:
-        """What this run asks of the model (judge, generate or both): what a measured --dtype auto weighs."""
+    def role(self, model: str, backend: str | None = None) -> str:
+        """What this run asks of the model (judge, generate or both) on an engine of kind `backend` (any when None):
+        what a measured --dtype auto weighs."""
         stages = set(getattr(self.cfg, "stages", ()) or ())
-        generates = model == self.cfg.generate.model and bool({"generate", "reward", "policy"} & stages)
-        judges = model == self.cfg.judge.model and bool({"judge", "policy"} & stages)
+        on = {r: backend is None or self.backends[r] == backend for r in ROLES}
+        generates = on["policy"] and model == self.cfg.generate.model and bool({"generate", "reward", "policy"} & stages)
+        judges = on["judge"] and model == self.cfg.judge.model and bool({"judge", "policy"} & stages)
         return "both" if generates == judges else "generate" if generates else "judge"
 
     def close(self):

@@ -175,7 +175,7 @@ def main(cfg, args) -> int:
 
     pool = EnginePool(cfg)
     try:
-        engine = pool.get(cfg.judge.model, cfg.judge.base_url)
+        engine = pool.judge(cfg.judge.model, cfg.judge.base_url)
         with tempfile.TemporaryDirectory(prefix="rlaif-robustness-") as tmp:
             cache = Path(tmp) / "judgments.jsonl"  # shared: texts the fence leaves unchanged are judged once
             results = {name: figures(pairs, judge_all(engine, pairs, constitution, cfg, mitigate, cache))

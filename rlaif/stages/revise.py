@@ -132,7 +132,7 @@ def judge_revisions(cfg, constitution, run, pool, rows: list[dict]) -> tuple[dic
     pairs = as_pairs(rows)
     scores, judgments, mode = {}, [], None
     if pairs:
-        judge = pool.get(cfg.judge.model, cfg.judge.base_url)
+        judge = pool.judge(cfg.judge.model, cfg.judge.base_url)
         mode = judge_mode(constitution, judge)
         run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
         judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),

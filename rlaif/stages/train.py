@@ -73,7 +73,7 @@ def head_to_head(cfg, constitution, pool, prompts: list[str], a: tuple, b: tuple
     pool.done(steps[1])
     pairs = [{"pair_id": f"{id_prefix}-{pair_id(i, p)}", "prompt": p, "response_a": x, "response_b": y}
              for i, (p, x, y) in enumerate(zip(prompts, out_a, out_b))]
-    judge = pool.get(cfg.judge.model, cfg.judge.base_url)
+    judge = pool.judge(cfg.judge.model, cfg.judge.base_url)
     mode = judge_mode(constitution, judge)
     judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
                              batch_size=cfg.judge.batch_size)
