@@ -11,6 +11,7 @@ library's, the help says so. Unknown keys raise.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -22,6 +23,7 @@ from rlaif.errors import RlaifError
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 STAGES = ("revise", "sft", "generate", "judge", "preferences", "reward", "policy")  # every stage, in run order
 DEFAULT_STAGES = ("generate", "judge", "preferences", "reward", "policy")
+DEFAULT_MAX_STEPS = 8  # train.max_steps when neither it nor train.num_train_epochs is given
 RECIPES = {"cai": STAGES}  # Constitutional AI: critique-and-revision, SFT on the revisions, then the RL phase
 
 
@@ -95,7 +97,11 @@ class TrainConfig:
     flag_prefix: ClassVar[str] = ""
     algo: str = _f("dpo", "Policy algorithm: dpo (trl DPOTrainer), ppo (trl PPO), rloo (trl RLOOTrainer).",
                    choices=("dpo", "ppo", "rloo"))
-    max_steps: int = _f(8, "Optimizer steps per trainer (reward and policy).", minimum=1)
+    max_steps: int | None = _f(None, f"Optimizer steps per trainer (reward and policy). Default: {DEFAULT_MAX_STEPS}, "
+                               "unless num_train_epochs is given (then the epochs decide; giving both is refused, as "
+                               "trl would silently ignore the epochs).", minimum=1)
+    num_train_epochs: float | None = _f(None, "Passes over the preference data per trainer (trl's num_train_epochs), "
+                                        "used when max_steps is not given.")
     learning_rate: float = _f(5e-6, "Learning rate (trl's DPO default is 1e-6; a short CPU run needs more).")
     beta: float = _f(0.1, "KL coefficient for DPO/RLOO (and PPO's kl_coef).")
     batch_size: int = _f(2, "Per-device train batch size.", flag="--train-batch-size", minimum=1)
@@ -108,7 +114,8 @@ class TrainConfig:
                       minimum=0)
     save_steps: int = _f(0, "Save a trl checkpoint every N optimizer steps into the run folder's checkpoints/ (the last 2 "
                          "are kept), so that rerunning the same command after a crash resumes. 0 = auto: max_steps // 2, "
-                         "at most 500 (HF's default is 500), so the default 8-step stage saves at steps 4 and 8; -1 = none.",
+                         "at most 500 (HF's default is 500), so the default 8-step stage saves at steps 4 and 8 (500 when "
+                         "num_train_epochs decides); -1 = none.",
                          minimum=-1)
     lora_r: int = _f(0, "LoRA rank (peft LoraConfig) for the reward model and the DPO/RLOO/PPO policy; 0 = full training.",
                      minimum=0)
@@ -117,12 +124,16 @@ class TrainConfig:
                                   "all-linear (every linear layer but the output head); used when lora_r > 0.")
     gradient_accumulation_steps: int = _f(1, "Batches accumulated per optimizer step (trl's gradient_accumulation_steps).",
                                           minimum=1)
-    warmup_steps: float = _f(0.0, "Linear learning-rate warmup: a number of steps (>= 1) or a share of max_steps (0-1).",
+    warmup_steps: float = _f(0.0, "Linear learning-rate warmup: a number of steps (>= 1) or a share of the training steps (0-1).",
                              minimum=0)
     loss_type: str = _f("sigmoid", "DPO loss (trl DPOConfig.loss_type): sigmoid (DPO's own), hinge, ipo, exo_pair, "
                         "nca_pair, robust, bco_pair, sppo_hard, aot, apo_zero, apo_down, discopop, sft or sigmoid_norm.",
                         choices=("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
                                  "aot", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"))
+    trl: dict = _f({}, "Any field of the trl config a stage builds (RewardConfig, DPOConfig, RLOOConfig, PPOConfig, "
+                   "SFTConfig), passed as is: --trl KEY=VALUE (repeatable; VALUE read as YAML) or train.trl: {KEY: "
+                   "VALUE}. A key goes to each of the run's configs that has that field, and wins over the value the "
+                   "project sets, from its own settings or defaults. Unknown keys are refused.", flag="--trl")
 
 
 @dataclass
@@ -156,6 +167,10 @@ class RunConfig:
     max_model_len: int | None = _f(None, "Context length given to local engines (vLLM sizes its KV cache by it). "
                                    "Default: the model's own, capped at 4096 tokens (what this pipeline's prompts "
                                    "need); longer prompts are cut and counted as truncated.")
+    vllm: dict = _f({}, "Any vLLM engine argument (a field of vLLM's EngineArgs, e.g. quantization, enforce_eager, "
+                    "max_num_seqs, kv_cache_dtype), passed to vllm.LLM: --vllm KEY=VALUE (repeatable; VALUE read as "
+                    "YAML) or vllm: {KEY: VALUE}. Wins over the project's own values; part of a vLLM engine's "
+                    "identity (changing one re-judges). Unknown keys are refused.", flag="--vllm")
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     revise: ReviseConfig = field(default_factory=ReviseConfig)
     sft: SftConfig = field(default_factory=SftConfig)
@@ -208,7 +223,7 @@ class TrainEntryOptions:
 
 
 def _check_type(value, annotation: str, where: str, key: str):
-    expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list}
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list, "dict": dict}
     base = annotation.replace(" | None", "")
     if value is None and "None" in annotation:
         return value
@@ -221,9 +236,20 @@ def _check_type(value, annotation: str, where: str, key: str):
     return float(value) if base == "float" else value
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def as_number(value):
+    """1e-5 as a float: YAML 1.1 (PyYAML) reads a number with an exponent but no dot as a string."""
+    return float(value) if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()) else value
+
+
 def check_value(f: dataclasses.Field, value, key: str, where: str):
-    """A setting's value from YAML or a flag: its type, its `choices` and its `minimum` (from the field's metadata)."""
+    """A setting's value from YAML or a flag: its type, its `choices` and its `minimum` (from the field's metadata).
+    The values of a mapping (pass-through settings) are taken as written, 1e-5 read as a number."""
     value = _check_type(value, str(f.type), where, key)
+    if isinstance(value, dict):
+        return {str(k): as_number(v) for k, v in value.items()}
     choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
     if choices is not None and isinstance(value, list):
         bad = [str(v) for v in value if v not in choices]

@@ -67,6 +67,8 @@ def _other_value(f: dataclasses.Field):
     choices, kind = f.metadata.get("choices"), flags.kind(f)
     if kind == "list":
         return [choices[-1]] if choices else ["first", "second"]
+    if kind == "dict":  # a pass-through mapping: its keys are checked against trl/vLLM by make_config, not here
+        return {f"key_of_{f.name}": 0.5, "other_key": "text"}
     if choices:
         return next(c for c in choices if c != default)
     if kind == "bool":
@@ -81,6 +83,8 @@ def _other_value(f: dataclasses.Field):
 def _flag_args(flag: str, value) -> list[str]:
     if isinstance(value, bool):
         return [flag if value else "--no-" + flag[2:]]
+    if isinstance(value, dict):  # --trl KEY=VALUE, repeated
+        return [a for k, v in value.items() for a in (flag, f"{k}={v}")]
     return [flag, ",".join(value) if isinstance(value, list) else str(value)]
 
 

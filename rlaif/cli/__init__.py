@@ -54,8 +54,9 @@ def build_parser(command: str = "run") -> argparse.ArgumentParser:
     return p
 
 
-def make_config(args: argparse.Namespace) -> config_mod.RunConfig:
-    """Defaults, then the --config YAML, then the flags given."""
+def make_config(args: argparse.Namespace, command: str = "run") -> config_mod.RunConfig:
+    """Defaults, then the --config YAML, then the flags given. Pass-through keys (train.trl, vllm) are checked
+    against trl's and vLLM's own fields, importing them only when such keys are given."""
     cfg = flags.apply(config_mod.load(args.config), args)
     cfg.stages = [s for s in config_mod.STAGES if s in cfg.stages]
     if cfg.recipe is not None:  # a recipe names its stages (choices checked on the field)
@@ -67,6 +68,16 @@ def make_config(args: argparse.Namespace) -> config_mod.RunConfig:
 
     validate(cfg.train)
     check_memory_settings(cfg)
+    if cfg.train.trl:
+        from rlaif.training.options import check_trl, trl_classes
+
+        stages = cfg.stages if command == "run" else None  # a subcommand trains nothing: any trl config's field
+        check_trl(cfg.train.trl, trl_classes(stages, cfg.train.algo),
+                  flags.origin(args, config_mod.RunConfig, "train.trl", args.config))
+    if cfg.vllm:
+        from rlaif.engines.vllm import check_engine_args
+
+        check_engine_args(cfg.vllm, flags.origin(args, config_mod.RunConfig, "vllm", args.config))
     return cfg
 
 
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             from rlaif.cli.label import main as label_main
 
             return label_main(flags.apply(config_mod.LabelOptions(), args))
-        cfg = make_config(args)
+        cfg = make_config(args, command)
         if command == "agreement":
             from rlaif.cli.agreement import main as agreement_main
 

@@ -4,7 +4,8 @@ A field's flag is the `flag=` of its metadata, else `--` + its section's `flag_p
 name and a dash) + the field's name with dashes. Every flag defaults to None, meaning "not given", so only the
 flags actually given override the defaults and the --config YAML, and they pass the same checks
 (config.check_value) as YAML values. Booleans get `--x`/`--no-x`; lists take comma-separated values and may
-be repeated.
+be repeated; mappings (pass-through settings such as --trl) take KEY=VALUE, repeated, each VALUE read as YAML,
+and add to (or replace keys of) the mapping from the YAML.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import dataclasses
 import sys
 from functools import reduce
 
+import yaml
+
 from rlaif.config import check_value
+from rlaif.errors import RlaifError
 
 TYPES = {"int": int, "float": float, "str": str}
 
@@ -43,8 +47,8 @@ def leaves(cls, path: tuple = ()):
 
 def kind(f: dataclasses.Field) -> str:
     name = str(f.type).replace(" | None", "")
-    if name not in (*TYPES, "bool", "list"):
-        raise TypeError(f"setting {f.name}: no flag form for type {f.type}; use int, float, str, bool or list")
+    if name not in (*TYPES, "bool", "list", "dict"):
+        raise TypeError(f"setting {f.name}: no flag form for type {f.type}; use int, float, str, bool, list or dict")
     return name
 
 
@@ -52,7 +56,7 @@ def _default_text(f: dataclasses.Field) -> str:
     if f.metadata.get("required"):
         return ""
     value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    if value is None:
+    if value is None or value == {}:
         return ""
     if isinstance(value, bool):
         return f" (default: {'on' if value else 'off'})"
@@ -88,6 +92,8 @@ def add_one(group, f: dataclasses.Field, dest: str, names: list[str]) -> None:
         kw["action"] = argparse.BooleanOptionalAction
     elif k == "list":
         kw.update(action="append", metavar=",".join(meta["choices"]) if meta.get("choices") else "A,B")
+    elif k == "dict":
+        kw.update(action="append", metavar="KEY=VALUE")
     else:
         kw.update(type=TYPES[k], choices=meta.get("choices"))
         if not meta.get("choices"):
@@ -103,14 +109,39 @@ def given(args: argparse.Namespace, cls):
             continue
         if kind(f) == "list":
             value = [v.strip() for item in value for v in item.split(",") if v.strip()]
+        elif kind(f) == "dict":
+            value = dict(key_value(item, flag) for item in value)
         yield path, f, flag, value
+
+
+def key_value(item: str, flag: str) -> tuple:
+    """KEY=VALUE from the command line; VALUE is read as YAML (0.01 a float, true a bool, cosine a string)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise RlaifError(f"{flag} takes KEY=VALUE, got {item!r}", flag, f"write e.g. {flag} KEY=VALUE")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RlaifError(f"cannot read the value of {key.strip()} as YAML ({getattr(e, 'problem', e)})", flag,
+                         "quote it, e.g. KEY='some text'") from None
+    return key.strip(), value
+
+
+def origin(args: argparse.Namespace, cls, path: str, config_file: str | None):
+    """where(key) for the keys of the mapping setting `path` (train.trl, vllm): its flag for the keys given on the
+    command line, else the --config file."""
+    from_flags = {key: flag for p, _, flag, value in given(args, cls) if p == path for key in value}
+    return lambda key: from_flags.get(key) or str(config_file or path)
 
 
 def apply(target, args: argparse.Namespace, cls=None):
     """Set the settings given on the command line on `target` (an instance of `cls`), checked like YAML values."""
     for path, f, flag, value in given(args, cls or type(target)):
         *sections, name = path.split(".")
-        setattr(reduce(getattr, sections, target), name, check_value(f, value, flag, flag))
+        section = reduce(getattr, sections, target)
+        if kind(f) == "dict":  # KEY=VALUE pairs add to the YAML's mapping
+            value = {**(getattr(section, name) or {}), **value}
+        setattr(section, name, check_value(f, value, flag, flag))
     return target
 
 

@@ -40,10 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         from accelerate import PartialState
 
         from rlaif.models import require
+        from rlaif.training.options import check_trl, trl_classes, validate
         from rlaif.training.trainers import train_policy, train_reward
 
         opts = flags.apply(TrainEntryOptions(), a)
         cfg = flags.apply(config_mod.load(a.config).train, a, TrainConfig)
+        validate(cfg)
+        if cfg.trl:  # before any model loads: the keys of the one trl config this stage builds
+            check_trl(cfg.trl, trl_classes([opts.stage], cfg.algo), flags.origin(a, TrainConfig, "trl", a.config))
         base = require(opts.base_model)[0]
         ds = datasets.load_from_disk(opts.preferences)
         if opts.stage == "reward":

@@ -3,6 +3,7 @@ judge are the same model on the same kind of engine."""
 
 from __future__ import annotations
 
+import json
 import os
 
 from rlaif.errors import RlaifError
@@ -149,10 +150,15 @@ class EnginePool:
             except ImportError as e:
                 raise RlaifError(f"vllm is not installed ({e})", "--engine vllm",
                                  "install the vllm extra (see README) or use --engine hf") from None
-            return VLLMEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
-                              tensor_parallel_size=cfg.tensor_parallel_size, data_parallel_size=cfg.data_parallel_size,
-                              seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                              max_model_len=self._context(path), role=self.role(model, backend))
+            kw = dict(dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                      tensor_parallel_size=cfg.tensor_parallel_size, data_parallel_size=cfg.data_parallel_size,
+                      seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization)
+            extra = getattr(cfg, "vllm", None) or {}
+            if "max_model_len" not in extra:
+                kw["max_model_len"] = self._context(path)
+            if extra:  # the `vllm:` engine arguments win, and can change outputs: part of the engine's identity
+                identity = f"{identity}+vllm{json.dumps(extra, sort_keys=True, default=str)}"
+            return VLLMEngine(path, identity, **{**kw, **extra}, role=self.role(model, backend))
         from rlaif.engines.hf import HFEngine
 
         try:

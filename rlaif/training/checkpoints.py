@@ -30,9 +30,12 @@ def folder(out_dir: Path) -> Path:
 
 def save_steps(cfg) -> int:
     """Steps between checkpoints (0 when checkpoints are off)."""
+    from rlaif.training.options import trl_max_steps
+
     if cfg.save_steps < 0:
         return 0
-    return cfg.save_steps or max(1, min(500, cfg.max_steps // 2))
+    steps = trl_max_steps(cfg)  # -1: num_train_epochs decides, and auto is HF's default of 500
+    return cfg.save_steps or (max(1, min(500, steps // 2)) if steps > 0 else 500)
 
 
 def fingerprint(stage: str, base_model: str, cfg, seed: int, dataset, extra: str = "") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from rlaif.training.options import trl_config, trl_max_steps
 from rlaif.training.tokenizer import load_tokenizer
 
 
@@ -36,9 +37,12 @@ def ppo_trainer(base_model, reward_model, pairs, cfg, state, common, resp_len, p
     value = AutoModelForSequenceClassification.from_pretrained(str(reward_model), num_labels=1, dtype=f32, use_safetensors=True)
     for m in (reward, value):
         m.config.pad_token_id = tok.pad_token_id
-    args = PPOConfig(
-        # one PPO update (rollout + num_ppo_epochs passes) per global batch; cfg.max_steps updates in all
-        total_episodes=cfg.max_steps * cfg.batch_size * cfg.gradient_accumulation_steps * state.num_processes, num_mini_batches=1,
+    steps = trl_max_steps(cfg)
+    # one PPO update (rollout + num_ppo_epochs passes) per global batch; max_steps updates in all. With
+    # num_train_epochs instead, total_episodes None: trl's PPO runs num_train_epochs passes over the prompts.
+    episodes = steps * cfg.batch_size * cfg.gradient_accumulation_steps * state.num_processes if steps > 0 else None
+    args = trl_config(
+        PPOConfig, cfg, total_episodes=episodes, num_mini_batches=1,
         local_rollout_forward_batch_size=cfg.batch_size, response_length=resp_len, stop_token="eos",
         kl_coef=cfg.beta, num_sample_generations=0, **common)
     if args.bf16:  # PPOTrainer builds its own Accelerator(), which reads the precision only from the environment

@@ -21,7 +21,7 @@ from rlaif.training import lora
 from rlaif.config import TrainConfig
 from rlaif.errors import RlaifError
 from rlaif.store.files import replace_dir
-from rlaif.training.options import trl_options, validate
+from rlaif.training.options import trl_config, trl_max_steps, trl_options, validate
 from rlaif.training.tokenizer import load_tokenizer as _tokenizer
 
 ALGOS = ("dpo", "ppo", "rloo")
@@ -51,7 +51,7 @@ def _setup(cfg: TrainConfig, seed: int, out_dir: Path):
     every = checkpoints.save_steps(cfg)
     common = dict(
         output_dir=str(checkpoints.folder(out_dir)), use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
-        fp16=False, gradient_checkpointing=False, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+        fp16=False, gradient_checkpointing=False, max_steps=trl_max_steps(cfg), learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.batch_size, report_to=cfg.report_to, seed=seed,
         save_strategy="steps" if every else "no", save_steps=every or 500, save_total_limit=2,
         eval_strategy="no", logging_steps=1, dataloader_num_workers=0, **trl_options(cfg),
@@ -192,7 +192,7 @@ def train_reward(base_model: str, dataset, out_dir: Path, cfg: TrainConfig, seed
 
     set_seed(seed)  # the score head is freshly initialised
     model = load_base(base_model)
-    args = RewardConfig(max_length=cfg.max_length, **common)
+    args = trl_config(RewardConfig, cfg, max_length=cfg.max_length, **common)
     peft = lora.peft_config(cfg, "SEQ_CLS")
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tok, peft_config=peft)
     run = _run(trainer, resume, Path(out_dir).name)
@@ -248,8 +248,8 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
     if algo == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        args = DPOConfig(beta=cfg.beta, max_length=cfg.max_length, model_init_kwargs=init, loss_type=[cfg.loss_type],
-                         **common)
+        args = trl_config(DPOConfig, cfg, beta=cfg.beta, max_length=cfg.max_length, model_init_kwargs=init,
+                          loss_type=[cfg.loss_type], **common)
         # ref_model=None with a model path: trl loads a frozen reference copy from the same path (with LoRA, the
         # reference is the same model with its adapter switched off).
         trainer = DPOTrainer(model=base_model, ref_model=None, args=args, train_dataset=pairs,
@@ -259,8 +259,9 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
         RLOOConfig, RLOOTrainer = _import_rloo()
 
         world = state.num_processes
-        args = RLOOConfig(beta=cfg.beta, num_generations=2, max_completion_length=resp_len, model_init_kwargs=init,
-                          steps_per_generation=None if cfg.batch_size * world % 2 == 0 else 2, **common)
+        args = trl_config(RLOOConfig, cfg, beta=cfg.beta, num_generations=2, max_completion_length=resp_len,
+                          model_init_kwargs=init, steps_per_generation=None if cfg.batch_size * world % 2 == 0 else 2,
+                          **common)
         trainer = RLOOTrainer(model=base_model, reward_funcs=str(reward_model), args=args, peft_config=peft,
                               train_dataset=pairs.select_columns(["prompt"]), processing_class=_tokenizer(base_model))
         loss_key = "loss"
