@@ -7,6 +7,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+MAX_WORKERS = 4  # each worker may hold a model or two (a few GB): more cores than this buy little
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One torch thread per worker (and per subprocess it starts): the workers already fill the cores, and on a
+    # busy 2-core machine two threads per process were up to 10x slower (STACK.md). Set before torch loads.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 from rlaif.engines.fake import FakeEngine  # noqa: E402
 

@@ -43,6 +43,7 @@ def test_accelerate_loads_and_validates_config(name):
         assert cfg.deepspeed_config["zero3_save_16bit_model"] is True  # saved folders hold full weights
 
 
+@pytest.mark.slow
 def test_accelerate_launch_cpu_trains_a_loadable_reward_model(tmp_path):
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification

@@ -3,7 +3,11 @@ cut, so a judgment made with one --max-model-len is not one made with another: a
 
 import json
 
+import pytest
+
 from conftest import run_cli
+
+pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
 
 PAIRS = [{"pair_id": f"{i:05d}-x", "prompt_id": str(i), "prompt": q, "response_a": a, "response_b": b,
           "generator": "test", "sampling": {}}

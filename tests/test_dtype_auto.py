@@ -116,6 +116,8 @@ def test_the_measured_model_is_the_one_a_cached_choice_loads(tmp_path, monkeypat
     assert all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(first.buffers(), later.buffers()))
 
 
+@pytest.mark.slow
+@pytest.mark.vllm
 def test_vllm_on_cpu_takes_the_measured_choice_and_an_explicit_dtype_wins(tmp_path, monkeypatch):
     """VLLMEngine's dtype auto on a bf16 CPU: measured through transformers (under the same cache key as the HF
     engine), the choice handed to vLLM. vllm.LLM is replaced by a recorder: only the hand-over is tested here."""

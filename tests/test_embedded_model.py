@@ -6,8 +6,11 @@ import math
 import pytest
 from datasets import load_from_disk
 
-from conftest import run_cli
 from rlaif.store.files import read_jsonl
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
 
 
 @pytest.fixture(scope="module")

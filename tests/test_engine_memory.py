@@ -18,13 +18,18 @@ def _check(r: dict, model_mib: int, within: float = 0.10):
     assert r["after_mib"] <= (1 + within) * r["before_mib"], r
     assert not r["engine_alive_after"] and r["engines_in_pool_after"] == 0, r
     # no engine process left behind (multiprocessing's resource tracker, 13 MiB, stays for the process's life)
-    assert [c for c in r["children_after"] if "resource_tracker" not in c] == r["children_before"], r
+    # multiprocessing's resource tracker may outlive an earlier test in the same worker, or start with the engine
+    def engines(children):
+        return [c for c in children if "resource_tracker" not in c]
+    assert engines(r["children_after"]) == engines(r["children_before"]), r
 
 
 def test_hf_engine_gives_memory_back():
     _check(measure("hf"), model_mib=200)  # 134.5M parameters: 257 MiB in bf16, 513 MiB in fp32
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 def test_vllm_engine_gives_memory_back(monkeypatch):
     pytest.importorskip("vllm")
     from rlaif.engines import vllm as vllm_engine

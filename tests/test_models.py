@@ -5,10 +5,14 @@ import os
 import shutil
 import subprocess
 
-from conftest import pipeline_cmd
+import pytest
+
 from rlaif import models
 
+from conftest import pipeline_cmd
 
+
+@pytest.mark.slow
 def test_corrupted_cache_is_provisioned_again(tmp_path, monkeypatch, capsys):
     real = models.embedded_folder()  # provisions the real cache once if needed
     gguf = models.cache_dir() / models.GGUF_NAME
@@ -29,6 +33,7 @@ def test_corrupted_cache_is_provisioned_again(tmp_path, monkeypatch, capsys):
     assert models.sha256_file(again / "model.safetensors") == expected
 
 
+@pytest.mark.slow
 def test_no_wheel_and_no_cache_is_a_clear_error(tmp_path):
     env = {**os.environ, "RLAIF_CACHE": str(tmp_path / "cache"), "PIP_CONFIG_FILE": os.devnull,
            "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path)}

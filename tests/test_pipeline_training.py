@@ -8,8 +8,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from conftest import pipeline_cmd
 from rlaif.models import resolve
+
+from conftest import pipeline_cmd
+
+pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
 
 
 @pytest.mark.parametrize("algo", ["dpo", "ppo"])

@@ -5,8 +5,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import pipeline_cmd
+import pytest
+
 from rlaif.store.files import read_jsonl
+
+from conftest import pipeline_cmd
+
+pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
 
 GEN = ["--constitution", "safety.yaml", "--num-prompts", "6", "--max-new-tokens", "16", "--seed", "7",
        "--batch-size", "2", "--engine", "hf", "--dtype", "float32"]

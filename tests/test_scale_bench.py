@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

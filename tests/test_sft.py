@@ -6,12 +6,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import pipeline_cmd
 from rlaif.models import resolve
 from rlaif.store.files import read_jsonl
+
+from conftest import pipeline_cmd
 
 BASE = resolve("SmolLM2-135M-Instruct")[0]
 SMALL = ["--constitution", "safety.yaml", "--max-new-tokens", "8", "--seed", "5", "--engine", "hf"]
@@ -69,6 +71,7 @@ def _weights_differ(folder: Path) -> bool:
     return not torch.equal(trained.state_dict()[key], base.state_dict()[key])
 
 
+@pytest.mark.slow
 def test_sft_alone_on_demonstrations_trains_reloads_and_generates(tmp_path):
     data = tmp_path / "demos.jsonl"
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "Say hi."},
@@ -99,6 +102,7 @@ def _lines(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_kill_during_revise_then_resume_is_identical(tmp_path):
     args = [*SMALL, "--stages", "revise", "--num-prompts", 6, "--batch-size", 2]
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
@@ -122,6 +126,7 @@ def test_kill_during_revise_then_resume_is_identical(tmp_path):
     assert all(len(r["rounds"]) == 1 and r["rounds"][0]["critique"] for r in rows)
 
 
+@pytest.mark.slow
 def test_cai_recipe_end_to_end_uses_the_sft_model_downstream(tmp_path):
     out = tmp_path / "cai"
     _run([*SMALL, *_config(tmp_path), "--recipe", "cai", "--num-prompts", 3, "--max-steps", 1, "--pairs-from",

@@ -3,6 +3,10 @@
 import math
 import os
 
+import pytest
+
+pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 

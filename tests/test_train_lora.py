@@ -8,12 +8,18 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from test_train import PARAM, _dataset
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from rlaif.config import TrainConfig
 from rlaif.models import resolve
 from rlaif.training.trainers import train_policy, train_reward
-from test_train import PARAM, _dataset
+
+pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
 
 R, ALPHA = 8, 16
 

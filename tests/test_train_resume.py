@@ -10,10 +10,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 from safetensors.torch import load_file
+from test_train import _dataset
 
 from conftest import ROOT
-from test_train import _dataset
+
+pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
 
 
 def _cmd(prefs, out, save_steps=2):

@@ -73,6 +73,7 @@ def test_identical_responses_are_never_judged_nor_preferred(mini_constitution):
     assert rows == [] and counts["identical"] == 1 and counts["kept"] == 0
 
 
+@pytest.mark.slow
 def test_swap_invariance_with_the_embedded_model(tmp_path):
     """The real judge, through the real command line: the swapped run in the same folder (warm cache) and in a
     fresh one (cold) both give 1 - score for every pair."""
@@ -157,6 +158,7 @@ def test_hub_identity_is_the_cached_commit(tmp_path, monkeypatch):
     assert resolve("org/model")[1] == f"hub:org/model@{'0123abcd' * 5}"
 
 
+@pytest.mark.slow
 def test_editing_the_chat_template_rejudges_everything(tmp_path):
     folder = _model_folder(tmp_path)
     run = tmp_path / "run"
@@ -243,6 +245,7 @@ def test_every_constitution_version_is_kept_and_judgments_name_their_principle_t
         assert j["principle_hash"] == hashlib.sha256(texts[j["principle_id"]].encode()).hexdigest()[:12]
 
 
+@pytest.mark.slow
 def test_generation_does_not_depend_on_the_batch_size(tmp_path):
     """fp32, the embedded model: --batch-size 1, 3 and 8 give byte-identical pairs.jsonl."""
     outs = []
