@@ -79,3 +79,13 @@ def pair_scores(pairs: Iterable[dict], judgments: Iterable[dict], constitution: 
             den += weight
         scores[pair["pair_id"]] = num / den if den else None
     return scores
+
+
+def win_rate(scores: list) -> tuple[float | None, dict]:
+    """Share of wins for response_a over decided scores (a tie, exactly 0.5, counts half)."""
+    decided = [s for s in scores if s is not None]
+    wins = sum(s > 0.5 for s in decided)
+    ties = sum(s == 0.5 for s in decided)
+    rate = (wins + 0.5 * ties) / len(decided) if decided else None
+    return rate, {"n": len(scores), "n_judged": len(decided), "wins": wins, "losses": len(decided) - wins - ties,
+                  "ties": ties}

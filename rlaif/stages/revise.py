@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from rlaif.errors import RlaifError
 from rlaif.engines.base import request_seed
+from rlaif.judging.scores import win_rate
 from rlaif.stages.generate import pair_id
 from rlaif.store.files import append_jsonl, atomic_write_text, jsonl_text, read_jsonl
 
@@ -109,16 +110,6 @@ def as_pairs(rows: list[dict]) -> list[dict]:
     """Revised rows as judge pairs: response_a = final revision, response_b = initial answer."""
     return [{"pair_id": f"rev-{r['pair_id']}", "prompt": r["prompt"], "response_a": r["final"],
              "response_b": r["initial"]} for r in rows if r["revised"]]
-
-
-def win_rate(scores: list) -> tuple[float | None, dict]:
-    """Share of wins for response_a over decided scores (a tie, exactly 0.5, counts half)."""
-    decided = [s for s in scores if s is not None]
-    wins = sum(s > 0.5 for s in decided)
-    ties = sum(s == 0.5 for s in decided)
-    rate = (wins + 0.5 * ties) / len(decided) if decided else None
-    return rate, {"n": len(scores), "n_judged": len(decided), "wins": wins, "losses": len(decided) - wins - ties,
-                  "ties": ties}
 
 
 def judge_revisions(cfg, constitution, run, pool, rows: list[dict]) -> tuple[dict, dict]:

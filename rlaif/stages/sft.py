@@ -179,7 +179,7 @@ def sft_path(run) -> Path:
 def evaluate_sft(cfg, constitution, run, pool, prompts: list[str], before: str) -> dict:
     """sft_win_rate: the SFT model against the model before SFT on held-out prompts, judged in both orders, as
     policy_win_rate is."""
-    from rlaif.stages.revise import win_rate
+    from rlaif.judging.scores import win_rate
     from rlaif.stages.train import head_to_head
 
     if not prompts:

@@ -85,6 +85,7 @@ def head_to_head(cfg, constitution, pool, prompts: list[str], a: tuple, b: tuple
 def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
     """The trained policy against the base policy on held-out prompts, judged in both orders by the
     judge, and both scored by the trained reward model."""
+    from rlaif.judging.scores import win_rate
     from rlaif.training.trainers import reward_scores
 
     if not prompts:
@@ -95,8 +96,7 @@ def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
     pairs, judgments, scores, policy_out, base_out = head_to_head(
         cfg, constitution, pool, prompts, (str(run.policy), None), (cfg.generate.model, cfg.generate.base_url),
         ("eval-policy", "eval-base", "eval-judge"), "eval", "eval")
-    decided = [s for s in scores.values() if s is not None]
-    wins = sum(1.0 if s > 0.5 else 0.5 if s == 0.5 else 0.0 for s in decided)
+    rate, counts = win_rate(list(scores.values()))
     r_policy = reward_scores(run.reward_model, prompts, policy_out) if (run.reward_model / "config.json").exists() else []
     r_base = reward_scores(run.reward_model, prompts, base_out) if r_policy else []
     (run.root / "eval").mkdir(exist_ok=True)
@@ -105,9 +105,9 @@ def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
          for p, rp, rb in zip(pairs, r_policy or [None] * len(pairs), r_base or [None] * len(pairs))]))
     atomic_write_text(run.root / "eval" / "judgments.jsonl", jsonl_text(judgments))
     return {
-        "policy_win_rate": wins / len(decided) if decided else None,
+        "policy_win_rate": rate,
         "reward_base": sum(r_base) / len(r_base) if r_base else None,
         "reward_policy": sum(r_policy) / len(r_policy) if r_policy else None,
-        "n_prompts": len(prompts), "n_judged": len(decided), "seconds": round(time.time() - t, 2),
+        "n_prompts": len(prompts), "n_judged": counts["n_judged"], "seconds": round(time.time() - t, 2),
         "note": "response_a is the trained policy, response_b the base policy; a win rate of 0.5 is a draw",
     }
