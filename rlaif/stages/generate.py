@@ -7,7 +7,6 @@ or a run with another --batch-size, regenerates exactly what an uninterrupted ru
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from rlaif.store.files import (
     json_lines,
     read_jsonl_tail_repair,
 )
+from rlaif.store.splits import prompt_id
 
 DEFAULT_PROMPTS = DATA_DIR / "prompts" / "safety.jsonl"
 
@@ -63,7 +63,7 @@ def load_prompts(path: str | None, limit: int = 0) -> list[str]:
 
 
 def pair_id(index: int, prompt: str) -> str:
-    return f"{index:05d}-{hashlib.sha256(prompt.encode()).hexdigest()[:8]}"
+    return f"{index:05d}-{prompt_id(prompt)[:8]}"
 
 
 def run_generate(engine, prompts: list[str], out: Path, *, seed: int, batch_size: int | None, max_new_tokens: int,
@@ -91,7 +91,7 @@ def run_generate(engine, prompts: list[str], out: Path, *, seed: int, batch_size
         seeds = {s: [request_seed(seed, ids[i], s) for i in batch] for s in ("a", "b")}
         kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         outs = engine.generate(convs + convs, seed=seeds["a"] + seeds["b"], **kw)  # both samples in one batch
-        records = [to_dict(Pair(ids[i], hashlib.sha256(prompts[i].encode()).hexdigest()[:12], prompts[i], a, b,
+        records = [to_dict(Pair(ids[i], prompt_id(prompts[i]), prompts[i], a, b,
                                 engine.identity, {**settings, "seed_a": sa, "seed_b": sb}))
                    for i, a, b, sa, sb in zip(batch, outs[:len(batch)], outs[len(batch):], seeds["a"], seeds["b"])]
         append_jsonl(out, records)

@@ -17,7 +17,8 @@ from rlaif.store.files import atomic_write_json, iter_jsonl
 
 
 def prompt_id(prompt: str) -> str:
-    return hashlib.sha256(prompt.encode()).hexdigest()[:12]  # as in pairs.jsonl
+    """sha256 of the prompt, first 12 hex digits: a pairs.jsonl row's prompt_id (its pair_id ends in the first 8)."""
+    return hashlib.sha256(prompt.encode()).hexdigest()[:12]
 
 
 def _training_prompts(run, new_train: list[str]) -> Iterator[tuple[str, str]]:
