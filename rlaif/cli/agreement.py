@@ -7,7 +7,6 @@ and `random` baselines), computes the metrics of rlaif.evaluation.metrics per ju
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from rlaif.evaluation import metrics
 from rlaif.judging import constitution as constitution_mod
 from rlaif.errors import RlaifError
 from rlaif.evaluation.humans import HumanPair, read_human_pairs
+from rlaif.seeded import coin
 from rlaif.store.files import atomic_write_json
 from rlaif.store.folder import default_run_dir
 
@@ -40,8 +40,8 @@ def length_verdict(response_a: str, response_b: str) -> str:
     return "a" if la > lb else "b" if lb > la else "tie"
 
 
-def _coin(key: str) -> str:
-    return "a" if hashlib.sha256(key.encode()).digest()[0] < 128 else "b"
+def _coin(*parts) -> str:
+    return "a" if coin(*parts) else "b"
 
 
 def judge_length(pairs: list[HumanPair]):
@@ -51,9 +51,9 @@ def judge_length(pairs: list[HumanPair]):
 
 def judge_random(pairs: list[HumanPair], seed: int):
     """Pair verdict from sha256(f"{seed}:{pair_id}:random"); each single order drawn independently."""
-    verdicts = [_coin(f"{seed}:{p.pair_id}:random") for p in pairs]
-    ab = [_coin(f"{seed}:{p.pair_id}:random:ab") for p in pairs]
-    ba = [_coin(f"{seed}:{p.pair_id}:random:ba") for p in pairs]
+    verdicts = [_coin(seed, p.pair_id, "random") for p in pairs]
+    ab = [_coin(seed, p.pair_id, "random", "ab") for p in pairs]
+    ba = [_coin(seed, p.pair_id, "random", "ba") for p in pairs]
     return verdicts, ab, ba, None, {}
 
 

@@ -6,11 +6,11 @@ model's chat template itself, with the generation prompt added.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Sequence
 
 from rlaif.errors import RlaifError
+from rlaif.seeded import digest
 
 
 class LabelClash(RlaifError):
@@ -19,8 +19,7 @@ class LabelClash(RlaifError):
 
 def request_seed(*parts) -> int:
     """A sampling seed from any parts (run seed, pair id, sample name): a stable 63-bit hash."""
-    digest = hashlib.sha256(("rlaif:" + ":".join(map(str, parts))).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    return int.from_bytes(digest("rlaif", *parts)[:8], "little") >> 1
 
 
 def row_seeds(seed, n: int) -> list[int]:

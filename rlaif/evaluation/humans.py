@@ -9,7 +9,6 @@ that an earlier row gave to a different pair (prompt, responses or labels); an e
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from rlaif.errors import RlaifError
 from rlaif.evaluation.labels import is_label_file, read_label_file
+from rlaif.seeded import coin
 from rlaif.store.files import json_lines
 
 ASSISTANT = "\n\nAssistant:"
@@ -48,7 +48,7 @@ class _BadRow(Exception):
 
 def chosen_goes_to_a(seed: int, pair_id: str) -> bool:
     """Seeded per-pair coin flip: sha256 of f"{seed}:{pair_id}", independent of `random`."""
-    return hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()[0] < 128
+    return coin(seed, pair_id)
 
 
 def read_human_pairs(path: str, *, label_columns: list[str] | None = None, seed: int = 0,

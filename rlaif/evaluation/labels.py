@@ -10,7 +10,6 @@ the file in order gives each labeller's current labels.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rlaif.errors import RlaifError
+from rlaif.seeded import coin, digest
 from rlaif.store.files import json_lines, read_jsonl_tail_repair
 
 FILE_NAME = "human_labels.jsonl"
@@ -27,19 +27,15 @@ LABELS = ("a", "b", "tie")
 TEXT_FIELDS = ("pair_id", "prompt", "response_a", "response_b", "labeller")
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
-
-
 def sample_pairs(pairs: list[dict], n: int, seed: int) -> list[dict]:
     """n pairs ranked by sha256(f"{seed}:{pair_id}:label"): the same pairs in the same order every time,
     and a run that grows keeps most of its earlier sample."""
-    return sorted(pairs, key=lambda p: _digest(f"{seed}:{p['pair_id']}:label"))[:n]
+    return sorted(pairs, key=lambda p: digest(seed, p["pair_id"], "label"))[:n]
 
 
 def shown_order(seed: int, pair_id: str) -> str:
     """Per-pair seeded coin: "ab" puts response_a on the left, "ba" puts response_b there."""
-    return "ab" if _digest(f"{seed}:{pair_id}:shown")[0] < 128 else "ba"
+    return "ab" if coin(seed, pair_id, "shown") else "ba"
 
 
 def to_label(choice: str, shown: str) -> str:

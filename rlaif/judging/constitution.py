@@ -9,7 +9,6 @@ Schema (see README "Writing a constitution"):
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import yaml
 
 from rlaif import CONSTITUTIONS_DIR, PROMPTS_DIR
 from rlaif.errors import RlaifError
+from rlaif.seeded import digest
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 LABEL_MODES = ("logprob", "cot")
@@ -68,7 +68,7 @@ class Constitution:
         probability proportional to weight (so they count equally), deterministic in seed and pair_id."""
         if self.principles_per_comparison == "all":
             return [(p, p.weight) for p in self.principles]
-        rng = random.Random(hashlib.sha256(f"{seed}:{pair_id}".encode()).digest())
+        rng = random.Random(digest(seed, pair_id))
         pool, chosen = list(self.principles), []
         for _ in range(min(self.principles_per_comparison, len(pool))):
             pick = rng.choices(range(len(pool)), weights=[p.weight for p in pool])[0]
@@ -81,7 +81,7 @@ class Constitution:
         pool = [p for p in self.principles if p.can_revise]
         if not pool:
             return []
-        rng = random.Random(hashlib.sha256(f"{seed}:{pair_id}:revise".encode()).digest())
+        rng = random.Random(digest(seed, pair_id, "revise"))
         return [pool[rng.choices(range(len(pool)), weights=[p.weight for p in pool])[0]] for _ in range(rounds)]
 
 
