@@ -35,9 +35,9 @@ def test_training_template_renders_like_the_model_and_masks_only_assistant_token
     from trl import SFTConfig
 
     from rlaif.stages.sft import build_trainer, training_template
-    from rlaif.training.trainers import _tokenizer
+    from rlaif.training.tokenizer import load_tokenizer
 
-    tok = _tokenizer(BASE)
+    tok = load_tokenizer(BASE)
     assert "{% generation %}" not in tok.chat_template  # SmolLM2's ChatML has no markers: we supply them
     conv = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue, like the sky."},
             {"role": "user", "content": "Another?"}, {"role": "assistant", "content": "Green."}]

@@ -22,7 +22,7 @@ from rlaif.config import TrainConfig
 from rlaif.errors import RlaifError
 from rlaif.store.files import replace_dir
 from rlaif.training.options import trl_config, trl_max_steps, trl_options, validate
-from rlaif.training.tokenizer import load_tokenizer as _tokenizer
+from rlaif.training.tokenizer import load_tokenizer
 
 ALGOS = ("dpo", "ppo", "rloo")
 _PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -95,7 +95,7 @@ def _load_scorer(path):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    tok = _tokenizer(str(path))
+    tok = load_tokenizer(str(path))
     model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32,
                                                                use_safetensors=True)
     model.config.pad_token_id = tok.pad_token_id
@@ -128,7 +128,7 @@ def _finish(state, staging: Path, out_dir: Path, base_model: str, save=None, tra
             lora.merge_into(staging, base_model, load_base)
         if trainer is not None:  # steps and the logged losses, as in a trl checkpoint
             trainer.state.save_to_json(str(staging / "trainer_state.json"))
-        _tokenizer(base_model).save_pretrained(staging)  # the untouched tokenizer (trainers may change padding)
+        load_tokenizer(base_model).save_pretrained(staging)  # the untouched tokenizer (trainers may change padding)
         for folder in (staging, staging / lora.ADAPTER):
             (folder / "training_args.bin").unlink(missing_ok=True)  # a pickle, and of no use to a reader
         replace_dir(staging, out_dir)
@@ -176,7 +176,7 @@ def train_reward(base_model: str, dataset, out_dir: Path, cfg: TrainConfig, seed
         train, held = split["train"], split["test"]
     else:
         train, held = pairs, None
-    tok = _tokenizer(base_model)
+    tok = load_tokenizer(base_model)
     # Tokenize here (truncating, where RewardTrainer would drop long pairs) so that training and
     # `reward_scores` see exactly the same ids.
     train = train.map(lambda ex: {"chosen_ids": _encode(tok, ex["prompt"] + ex["chosen"], cfg.max_length),
@@ -253,7 +253,7 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
         # ref_model=None with a model path: trl loads a frozen reference copy from the same path (with LoRA, the
         # reference is the same model with its adapter switched off).
         trainer = DPOTrainer(model=base_model, ref_model=None, args=args, train_dataset=pairs,
-                             processing_class=_tokenizer(base_model), peft_config=peft)
+                             processing_class=load_tokenizer(base_model), peft_config=peft)
         loss_key = "loss"
     elif algo == "rloo":
         RLOOConfig, RLOOTrainer = _import_rloo()
@@ -263,7 +263,8 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
                           model_init_kwargs=init, steps_per_generation=None if cfg.batch_size * world % 2 == 0 else 2,
                           **common)
         trainer = RLOOTrainer(model=base_model, reward_funcs=str(reward_model), args=args, peft_config=peft,
-                              train_dataset=pairs.select_columns(["prompt"]), processing_class=_tokenizer(base_model))
+                              train_dataset=pairs.select_columns(["prompt"]),
+                              processing_class=load_tokenizer(base_model))
         loss_key = "loss"
     else:
         from rlaif.training.ppo import ppo_trainer
