@@ -17,6 +17,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def pytest_xdist_auto_num_workers(config):
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (a stable sort). Tests are handed to the workers one at a time (--dist loadgroup), so the
+    long ones then run side by side at the start rather than one worker finishing a long tail alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 from rlaif.engines.fake import FakeEngine  # noqa: E402
 
 MINI_CONSTITUTION = """\

@@ -76,3 +76,16 @@ def test_pickled_weights_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "safetensors" in err[-1] and str(folder) in err[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unchanged_cache_is_not_hashed_again_and_a_touched_one_is(tmp_path, monkeypatch):
+    folder = models.embedded_folder()
+    calls = []
+    real_hash = models.sha256_file
+    monkeypatch.setattr(models, "sha256_file", lambda path: calls.append(path) or real_hash(path))
+    assert models.embedded_folder() == folder and calls == []  # the stamp matches: no 517 MB hash
+    weights = folder / "model.safetensors"
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))  # same times back: only the ctime moves
+    assert models.embedded_folder() == folder and calls == [weights]  # hashed again, matched, stamped
+    assert models.embedded_folder() == folder and calls == [weights]

@@ -2,6 +2,7 @@
 reach vllm.LLM, unknown keys stop with one line before anything loads; --num-train-epochs is first-class."""
 
 import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -106,8 +107,10 @@ def test_yaml_and_flag_vllm_keys_reach_vllm_llm(tmp_path, monkeypatch):
     plain.close()
 
 
-@pytest.mark.parametrize("form", ["trl-yaml", "vllm-flag"])
+@pytest.mark.parametrize("form", ["trl-yaml", pytest.param("vllm-flag", marks=pytest.mark.vllm)])
 def test_unknown_keys_stop_with_one_line_and_no_run_folder(tmp_path, form):
+    if form == "vllm-flag":
+        pytest.importorskip("vllm")
     config = tmp_path / "bad.yaml"
     if form == "trl-yaml":
         config.write_text("train:\n  trl:\n    weight_decai: 0.1\n")
@@ -155,3 +158,14 @@ def test_ppo_sized_by_epochs_and_given_trl_keys(tmp_path, monkeypatch):
     args = got.value.args[0]
     assert args.total_episodes is None and args.num_train_epochs == 1.5 and args.max_steps == -1
     assert args.num_ppo_epochs == 2
+
+
+def test_vllm_keys_without_vllm_installed_stop_with_one_line(monkeypatch):
+    from rlaif.engines.vllm import check_engine_args
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm...` raises ImportError, as where it is missing
+    monkeypatch.setitem(sys.modules, "vllm.engine.arg_utils", None)
+    with pytest.raises(RlaifError) as e:
+        check_engine_args({"enforce_eager": True}, lambda key: "--vllm")
+    assert e.value.line().startswith("--vllm: `vllm.enforce_eager` is a vLLM engine argument, but vLLM is not "
+                                     "installed")

@@ -1,5 +1,6 @@
 """The training issue's contract, run for real on the embedded model:
-`pipeline.py --constitution safety.yaml --num-prompts 8 --max-steps 2 --algo dpo|ppo --output-dir DIR`."""
+`pipeline.py --constitution safety.yaml --num-prompts 8 --max-steps 2 --algo dpo|ppo --output-dir DIR`, with
+short samples and 4 held-out prompts to keep it a smoke test (it took most of CI's time at the defaults)."""
 
 import json
 import subprocess
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or bot
 def test_full_pipeline_trains_and_evaluates(tmp_path, algo):
     out = tmp_path / f"run-{algo}"
     proc = subprocess.run(pipeline_cmd("--constitution", "safety.yaml", "--num-prompts", 8, "--max-steps", 2,
-                                       "--algo", algo, "--output-dir", out),
+                                       "--algo", algo, "--max-new-tokens", 16, "--eval-prompts", 4,
+                                       "--output-dir", out),
                           capture_output=True, text=True, cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -27,7 +29,7 @@ def test_full_pipeline_trains_and_evaluates(tmp_path, algo):
     assert 0.0 <= summary["policy_win_rate"] <= 1.0
     assert isinstance(summary["reward_base"], float) and isinstance(summary["reward_policy"], float)
     assert summary["policy"]["algo"] == algo and summary["policy"]["steps"] == 2
-    assert summary["policy"]["evaluation"]["n_prompts"] == 8  # held out: the 8 prompts after the first 8
+    assert summary["policy"]["evaluation"]["n_prompts"] == 4  # held out: the 4 prompts after the first 8
     reward = AutoModelForSequenceClassification.from_pretrained(out / "reward_model")
     policy = AutoModelForCausalLM.from_pretrained(out / "policy")
     base = AutoModelForCausalLM.from_pretrained(resolve("SmolLM2-135M-Instruct")[0])

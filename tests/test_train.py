@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("train")]  # module fixtures train: one worker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

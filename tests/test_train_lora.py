@@ -19,7 +19,7 @@ from rlaif.config import TrainConfig
 from rlaif.models import resolve
 from rlaif.training.trainers import train_policy, train_reward
 
-pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("train_lora")]  # module fixtures train: one worker
 
 R, ALPHA = 8, 16
 

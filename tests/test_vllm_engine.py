@@ -3,7 +3,7 @@ About 45 s on 2 cores, most of it vLLM's start (enforce_eager=True keeps it shor
 
 import pytest
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.xdist_group("vllm_engine")]  # one vLLM start
 pytest.importorskip("vllm")
 
 from rlaif.engines.base import label_probability  # noqa: E402

