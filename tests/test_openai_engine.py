@@ -62,25 +62,33 @@ class Handler(BaseHTTPRequestHandler):
             s.auth.append(self.headers.get("Authorization"))
             s.in_flight += 1
             s.max_in_flight = max(s.max_in_flight, s.in_flight)
+        done = []
+
+        def send(*args):  # out of flight before the reply leaves: the client may send its next request at once
+            with s.lock:
+                s.in_flight -= 1
+            done.append(True)
+            self._send(*args)
         try:
             time.sleep(s.delay)
             if self.path != "/v1/chat/completions":
-                return self._send(404, {"error": {"message": "no such route"}})
+                return send(404, {"error": {"message": "no such route"}})
             if s.status:
-                return self._send(s.status, {"error": {"message": f"Incorrect API key provided: {KEY}"}})
+                return send(s.status, {"error": {"message": f"Incorrect API key provided: {KEY}"}})
             if s.fail_first and n <= s.fail_first[1]:
                 status = s.fail_first[0]
-                return self._send(status, {"error": {"message": "busy"}}, {"Retry-After": "0"} if status == 429 else {})
+                return send(status, {"error": {"message": "busy"}}, {"Retry-After": "0"} if status == 429 else {})
             if body.get("logprobs") and s.reject_logprobs:
-                return self._send(400, {"error": {"message": "logprobs is not supported"}})
+                return send(400, {"error": {"message": "logprobs is not supported"}})
             choice = {"index": 0, "message": {"role": "assistant", "content": s.reply(body)}, "finish_reason": "stop"}
             if body.get("logprobs") and not s.no_logprobs:
                 top = [{"token": t, "logprob": lp} for t, lp in s.top(body)]
                 choice["logprobs"] = {"content": [{**top[0], "top_logprobs": top[:body["top_logprobs"]]}]}
-            self._send(200, {"choices": [choice], "usage": {"prompt_tokens": 10, "completion_tokens": 2}})
+            send(200, {"choices": [choice], "usage": {"prompt_tokens": 10, "completion_tokens": 2}})
         finally:
-            with s.lock:
-                s.in_flight -= 1
+            if not done:
+                with s.lock:
+                    s.in_flight -= 1
 
 
 @pytest.fixture
