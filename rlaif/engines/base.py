@@ -7,7 +7,7 @@ model's chat template itself, with the generation prompt added.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from rlaif.errors import RlaifError
 from rlaif.seeded import digest
@@ -63,6 +63,12 @@ class Engine:
 
     def close(self) -> None:
         pass
+
+    def map_blocks(self, work, blocks, params) -> Iterator[list]:
+        """`work(engine, block, params)` for each block, results in block order. Here one block after another in
+        this process; the Ray executor's engine (rlaif/executor/ray.py) runs them on its replicas."""
+        for block in blocks:
+            yield work(self, block, params)
 
     def label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:
         """Each label's token ids (local engines): every token whose text, stripped, is that of the label's first

@@ -82,20 +82,24 @@ def run_generate(engine, prompts: list[str], out: Path, *, seed: int, batch_size
     todo = sum(i not in done for i in ids)
     bar = tqdm(total=len(ids), initial=len(ids) - todo, desc="generate", unit="pair", disable=not progress)
     generated = 0
-    for start in range(0, len(ids), batch_size):
-        batch = list(range(start, min(start + batch_size, len(ids))))
-        if all(ids[i] in done for i in batch):
-            continue
-        batch = [i for i in batch if ids[i] not in done]
-        convs = [[{"role": "user", "content": prompts[i]}] for i in batch]
-        seeds = {s: [request_seed(seed, ids[i], s) for i in batch] for s in ("a", "b")}
-        kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-        outs = engine.generate(convs + convs, seed=seeds["a"] + seeds["b"], **kw)  # both samples in one batch
-        records = [to_dict(Pair(ids[i], prompt_id(prompts[i]), prompts[i], a, b,
-                                engine.identity, {**settings, "seed_a": sa, "seed_b": sb}))
-                   for i, a, b, sa, sb in zip(batch, outs[:len(batch)], outs[len(batch):], seeds["a"], seeds["b"])]
+    blocks = ([{"prompt": prompts[i], "pair_id": ids[i]} for i in range(start, min(start + batch_size, len(ids)))
+               if ids[i] not in done] for start in range(0, len(ids), batch_size))
+    for records in engine.map_blocks(generate_block, (b for b in blocks if b), settings):
         append_jsonl(out, records)
         generated += len(records)
         bar.update(len(records))
     bar.close()
     return {"pairs": len(ids), "generated": generated, "reused": len(ids) - todo}
+
+
+def generate_block(engine, block: list[dict], settings: dict) -> list[dict]:
+    """The pairs of one batch of prompts ({prompt, pair_id}), both samples of each in one engine call. Runs where
+    the engine is: in this process, or on a Ray replica (--executor ray)."""
+    seed = settings["seed"]
+    convs = [[{"role": "user", "content": b["prompt"]}] for b in block]
+    seeds = {s: [request_seed(seed, b["pair_id"], s) for b in block] for s in ("a", "b")}
+    kw = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_p")}
+    outs = engine.generate(convs + convs, seed=seeds["a"] + seeds["b"], **kw)  # both samples in one batch
+    return [to_dict(Pair(b["pair_id"], prompt_id(b["prompt"]), b["prompt"], a, o, engine.identity,
+                         {**settings, "seed_a": sa, "seed_b": sb}))
+            for b, a, o, sa, sb in zip(block, outs[:len(block)], outs[len(block):], seeds["a"], seeds["b"])]

@@ -71,31 +71,11 @@ def run_revise(engine, prompts: list[str], out: Path, constitution, *, seed: int
     ids = [pair_id(i, p) for i, p in enumerate(prompts)]
     todo = sum(i not in done for i in ids)
     bar = tqdm(total=len(ids), initial=len(ids) - todo, desc="revise", unit="prompt", disable=not progress)
-    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    for start in range(0, len(ids), batch_size):
-        batch = list(range(start, min(start + batch_size, len(ids))))
-        if all(ids[i] in done for i in batch):
-            continue
-        users = [{"role": "user", "content": prompts[i]} for i in batch]
-        initial = engine.generate([[u] for u in users], seed=[request_seed(seed, ids[i], "initial") for i in batch], **kw)
-        current, history = list(initial), [[] for _ in batch]
-        drawn = [constitution.revisers(ids[i], seed, rounds) for i in batch]
-        for r in range(rounds):
-            ps = [d[r] for d in drawn]
-            asks = [few_shot(p) + [u, {"role": "assistant", "content": c}, {"role": "user", "content": p.critique}]
-                    for p, u, c in zip(ps, users, current)]
-            critiques = engine.generate(asks, seed=[request_seed(seed, ids[i], r, "critique") for i in batch], **kw)
-            asks = [a + [{"role": "assistant", "content": c}, {"role": "user", "content": p.revision}]
-                    for a, c, p in zip(asks, critiques, ps)]
-            revisions = engine.generate(asks, seed=[request_seed(seed, ids[i], r, "revision") for i in batch], **kw)
-            for k, (p, c, v) in enumerate(zip(ps, critiques, revisions)):
-                history[k].append({"principle_id": p.id, "critique": c, "revision": v})
-                if v.strip():  # an empty revision keeps the answer it was asked to revise
-                    current[k] = v
-        records = [{"pair_id": ids[i], "prompt": prompts[i], "initial": a, "rounds": h, "final": f,
-                    "revised": bool(f.strip()) and f.strip() != a.strip(), "generator": engine.identity,
-                    "settings": settings}
-                   for i, a, h, f in zip(batch, initial, history, current) if ids[i] not in done]
+    params = {"seed": seed, "rounds": rounds, "constitution": constitution, "settings": settings,
+              "sampling": dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)}
+    blocks = ([{"prompt": prompts[i], "pair_id": ids[i]} for i in range(start, min(start + batch_size, len(ids)))
+               if ids[i] not in done] for start in range(0, len(ids), batch_size))
+    for records in engine.map_blocks(revise_block, (b for b in blocks if b), params):
         append_jsonl(out, records)
         bar.update(len(records))
     bar.close()
@@ -104,6 +84,33 @@ def run_revise(engine, prompts: list[str], out: Path, constitution, *, seed: int
     kept = [by_id[i] for i in ids]
     return {"prompts": len(ids), "revised_now": todo, "reused": len(ids) - todo,
             "revised": sum(r["revised"] for r in kept), "unrevised": sum(not r["revised"] for r in kept)}
+
+
+def revise_block(engine, block: list[dict], params: dict) -> list[dict]:
+    """The revisions.jsonl rows of one batch of prompts ({prompt, pair_id}): the answer, then each round's critique
+    and revision. Runs where the engine is: in this process, or on a Ray replica (--executor ray)."""
+    seed, rounds, constitution, kw = params["seed"], params["rounds"], params["constitution"], params["sampling"]
+    ids = [b["pair_id"] for b in block]
+    users = [{"role": "user", "content": b["prompt"]} for b in block]
+    initial = engine.generate([[u] for u in users], seed=[request_seed(seed, i, "initial") for i in ids], **kw)
+    current, history = list(initial), [[] for _ in block]
+    drawn = [constitution.revisers(i, seed, rounds) for i in ids]
+    for r in range(rounds):
+        ps = [d[r] for d in drawn]
+        asks = [few_shot(p) + [u, {"role": "assistant", "content": c}, {"role": "user", "content": p.critique}]
+                for p, u, c in zip(ps, users, current)]
+        critiques = engine.generate(asks, seed=[request_seed(seed, i, r, "critique") for i in ids], **kw)
+        asks = [a + [{"role": "assistant", "content": c}, {"role": "user", "content": p.revision}]
+                for a, c, p in zip(asks, critiques, ps)]
+        revisions = engine.generate(asks, seed=[request_seed(seed, i, r, "revision") for i in ids], **kw)
+        for k, (p, c, v) in enumerate(zip(ps, critiques, revisions)):
+            history[k].append({"principle_id": p.id, "critique": c, "revision": v})
+            if v.strip():  # an empty revision keeps the answer it was asked to revise
+                current[k] = v
+    return [{"pair_id": i, "prompt": b["prompt"], "initial": a, "rounds": h, "final": f,
+             "revised": bool(f.strip()) and f.strip() != a.strip(), "generator": engine.identity,
+             "settings": params["settings"]}
+            for i, b, a, h, f in zip(ids, block, initial, history, current)]
 
 
 def as_pairs(rows: list[dict]) -> list[dict]:
@@ -123,7 +130,7 @@ def judge_revisions(cfg, constitution, run, pool, rows: list[dict]) -> tuple[dic
     pairs = as_pairs(rows)
     scores, judgments, mode = {}, [], None
     if pairs:
-        judge = pool.judge(cfg.judge.model, cfg.judge.base_url)
+        judge = pool.replicated(cfg.judge.model, cfg.judge.base_url, judge=True)
         mode = judge_mode(constitution, judge)
         run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
         judgments, _ = run_judge(judge, pairs, constitution, seed=cfg.seed, mode=mode, settings=judge_settings(cfg, mode),
@@ -141,7 +148,7 @@ def judge_revisions(cfg, constitution, run, pool, rows: list[dict]) -> tuple[dic
 def run_stage(cfg, constitution, run, pool, prompts: list[str], stage) -> None:
     """The revise stage, as run.py calls it: revisions.jsonl, then revision_win_rate into summary.json."""
     t = time.time()
-    engine = pool.get(cfg.generate.model, cfg.generate.base_url)
+    engine = pool.replicated(cfg.generate.model, cfg.generate.base_url)
     path = run.root / "revisions.jsonl"
     counts = run_revise(engine, prompts, path, constitution, seed=cfg.seed, rounds=cfg.revise.rounds,
                         batch_size=cfg.generate.batch_size, max_new_tokens=cfg.generate.max_new_tokens,
