@@ -137,6 +137,18 @@ class TrainConfig:
 
 
 @dataclass
+class RayConfig:
+    replicas: int = _f(2, "With --executor ray: engine replicas (Ray actors) that generate, judge and revise side by side; "
+                       "each holds one engine.", minimum=1)
+    gpus_per_replica: float = _f(0.0, "With --executor ray: GPUs each replica asks Ray for (its actor's num_gpus); "
+                                 "set tensor_parallel_size to match for a vLLM engine over several GPUs.", minimum=0)
+    cpus_per_replica: float = _f(1.0, "With --executor ray: CPUs each replica asks Ray for; also its torch threads "
+                                 "(rounded down, at least 1).", minimum=0)
+    address: str | None = _f(None, "With --executor ray: the cluster to join (auto, or HOST:PORT). Default: a local Ray "
+                             "instance, sized to this machine.")
+
+
+@dataclass
 class RunConfig:
     constitution: str = _f("safety.yaml", "Constitution: a bare name is ./constitutions/NAME if that exists, else a "
                            "shipped one (safety, helpfulness, honesty); a path is used as is.")
@@ -167,6 +179,10 @@ class RunConfig:
     max_model_len: int | None = _f(None, "Context length given to local engines (vLLM sizes its KV cache by it). "
                                    "Default: the model's own, capped at 4096 tokens (what this pipeline's prompts "
                                    "need); longer prompts are cut and counted as truncated.")
+    executor: str = _f("local", "Where generate, judge and revise run: local (this process) or ray (Ray Data over "
+                       "--ray-replicas engine replicas, on this machine or the cluster at --ray-address; needs the "
+                       "ray extra). The files are the same either way.", choices=("local", "ray"),
+                       run_only=True)
     vllm: dict = _f({}, "Any vLLM engine argument (a field of vLLM's EngineArgs, e.g. quantization, enforce_eager, "
                     "max_num_seqs, kv_cache_dtype), passed to vllm.LLM: --vllm KEY=VALUE (repeatable; VALUE read as "
                     "YAML) or vllm: {KEY: VALUE}. Wins over the project's own values; part of a vLLM engine's "
@@ -177,6 +193,7 @@ class RunConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     preferences: PreferencesConfig = field(default_factory=PreferencesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 # Options of the subcommands and of train_entry: command line only (not part of a run's --config YAML).

@@ -55,6 +55,10 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
         return print_principles(constitution)
     if dry_run:
         return print_dry_run(cfg, constitution)
+    if cfg.executor == "ray":  # before anything is read or written: Ray missing is one line and exit 2
+        from rlaif.engines.replicas import import_ray
+
+        import_ray()
     prompts = load_prompts(cfg.generate.prompts, cfg.generate.num_prompts + cfg.train.eval_prompts
                            if cfg.generate.num_prompts else 0) if {"generate", "policy", "revise", "sft"} & set(cfg.stages) else []
     train_prompts = prompts[:cfg.generate.num_prompts] if cfg.generate.num_prompts else prompts
@@ -161,7 +165,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         from rlaif.stages.generate import pair_id, run_generate
 
         t = time.time()
-        engine = pool.get(cfg.generate.model, cfg.generate.base_url)
+        engine = pool.replicated(cfg.generate.model, cfg.generate.base_url)
         tokens0 = engine.stats.get("completion_tokens", 0)
         counts = run_generate(engine, train_prompts, run.pairs, seed=cfg.seed, batch_size=cfg.generate.batch_size,
                               max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
@@ -170,7 +174,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         pairs = PairsFile(run.pairs, (pair_id(i, p) for i, p in enumerate(train_prompts)))  # on disk, in prompt order
         seconds = time.time() - t
         _stage(run, "generate", t, {**counts, "model": cfg.generate.model, "completion_tokens": tokens,
-                                    "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] else None,
+                                    "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] and tokens else None,
                                     "truncated_prompts": engine.stats.get("truncated", 0)}, cfg, constitution)
         pool.done("generate")  # released unless the judge is the same model
         del engine
@@ -181,7 +185,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         from rlaif.judging.jobs import judge_mode, judge_settings
 
         t = time.time()
-        engine = pool.judge(cfg.judge.model, cfg.judge.base_url)
+        engine = pool.replicated(cfg.judge.model, cfg.judge.base_url, judge=True)
         mode = judge_mode(constitution, engine)
         run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
         counts = {}

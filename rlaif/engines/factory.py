@@ -61,6 +61,15 @@ def check_memory_settings(cfg) -> None:
 ROLES = ("policy", "judge")
 
 
+def replica_engine(cfg, spec: tuple):
+    """The engine a Ray replica holds (--executor ray): the one the local executor builds for (model, base_url,
+    backend), with --ray-cpus-per-replica torch threads (rounded down, at least 1)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_replica)))
+    return EnginePool(cfg)._build(*spec)
+
+
 class EnginePool:
     """Builds engines on first use, reuses them by (backend, model), and releases each one as soon as the
     steps that need it are over, so that at most one local model holds memory at a time.
@@ -100,6 +109,20 @@ class EnginePool:
         if self.backends["judge"] == self.backends["policy"]:
             return self.get(model, base_url)
         return self.get(model, base_url, role="judge")
+
+    def replicated(self, model: str, base_url: str | None = None, judge: bool = False):
+        """The engine of a stage that --executor ray spreads over replicas (generate, judge, revise): under it, a
+        RayEngine for a local model (an endpoint stays one client: its server does the spreading); else what
+        get() (judge=False) or judge() gives."""
+        role = "judge" if judge and self.backends["judge"] != self.backends["policy"] else "policy"
+        key = self._key(model, base_url, role)
+        if getattr(self.cfg, "executor", "local") != "ray" or key[0] == "openai":
+            return self.judge(model, base_url) if judge else self.get(model, base_url)
+        if ("ray",) + key not in self._engines:
+            from rlaif.engines.replicas import RayEngine
+
+            self._engines[("ray",) + key] = RayEngine(self.cfg, model, base_url, key[0], build=replica_engine)
+        return self._engines[("ray",) + key]
 
     def alive(self) -> list:
         """Keys of the engines now held."""

@@ -41,10 +41,29 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
                progress: bool = True, counts: dict | None = None) -> Iterator[dict]:
     """run_judge as a stream: judgments in job order, in constant memory. Jobs are rendered as they come,
     looked up in the cache (an index on disk), and the missing ones are scored batch_size at a time and
-    appended to the cache before anything after them is yielded. `counts` is filled in at the end."""
+    appended to the cache before anything after them is yielded. `counts` is filled in at the end.
+
+    An engine that scores elsewhere (`remote`: --executor ray) first gets every batch this walk would score, in
+    the same order and with the same members, side by side on its replicas (`_prefill`); the walk then finds each
+    judgment in the cache."""
     batch_size = batch_size or engine.batch_size
     cache = JudgmentCache(cache_path) if cache_path else _MemoryCache()
     counts = {} if counts is None else counts
+    try:
+        scored = (_prefill(engine, pairs, constitution, seed, mode, settings, cache, batch_size, mitigate, progress)
+                  if getattr(engine, "remote", False) else None)
+        yield from _walk(engine, pairs, constitution, seed, mode, settings, cache, batch_size, mitigate,
+                         progress and scored is None, counts)
+    finally:
+        cache.close()
+    if scored is not None:
+        counts.update(judged=scored, reused=counts["judgments"] - scored)
+
+
+def _walk(engine, pairs, constitution, seed, mode, settings, cache, batch_size, mitigate, progress, counts,
+          score=score_jobs) -> Iterator[dict]:
+    """The judge stage's walk over the jobs: `score(engine, jobs, mode, settings)` scores each batch of missing
+    ones (distinct keys) and the records go into `cache`."""
     total = judged = failures = 0
     identical = [0]  # pairs of identical responses, skipped
     window, todo = deque(), {}  # window: [job, record or None] in job order; todo: key -> job to score
@@ -58,7 +77,7 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
     def flush():
         nonlocal judged
         try:
-            records = score_jobs(engine, list(todo.values()), mode, settings)
+            records = score(engine, list(todo.values()), mode, settings)
         except LabelClash as e:  # the labels come from the judge template's instruction: name it
             raise RlaifError(e.what, f"judge template {maker.template} ({constitution.path})", e.fix) from None
         cache.add(records)
@@ -103,9 +122,72 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
         yield from ready()
     finally:
         bar.close()
-        cache.close()
     counts.update({"judgments": total, "judged": judged, "reused": total - judged, "parse_failures": failures,
                    "identical": identical[0]})
+
+
+def _prefill(engine, pairs, constitution, seed, mode, settings, cache, batch_size, mitigate, progress) -> int:
+    """Score, on a remote engine's replicas, every batch the walk would score here: a first walk plans them (the
+    cache read, nothing scored or written), then engine.map_blocks scores them side by side and each batch's
+    records are appended to the cache as it arrives, in plan order. Returns the number of records."""
+    planned, plan = [], _Planned(cache)
+
+    def note(engine, jobs, mode, settings):
+        planned.append([{"key": j.key, "text": j.text, "verdict_text": j.verdict_text} for j in jobs])
+        return [{"key": j.key, "p_first": 0.5, "raw_output": None, "judge": engine.identity, "mode": mode} for j in jobs]
+
+    def blocks():
+        for _ in _walk(engine, pairs, constitution, seed, mode, settings, plan, batch_size, mitigate, False, {}, note):
+            yield from planned
+            planned.clear()
+        yield from planned
+        planned.clear()
+
+    n = 0
+    bar = tqdm(desc=f"judge ({engine.stats.get('replicas', 1)} replicas)", unit="judgment", disable=not progress)
+    try:
+        for records in engine.map_blocks(score_block, blocks(), {"mode": mode, "settings": settings}):
+            cache.add(records)
+            n += len(records)
+            bar.update(len(records))
+    except LabelClash as e:
+        template = Renderer(constitution, engine.identity, mode, settings, mitigate).template
+        raise RlaifError(e.what, f"judge template {template} ({constitution.path})", e.fix) from None
+    finally:
+        bar.close()
+    return n
+
+
+def score_block(engine, block: list[dict], params: dict) -> list[dict]:
+    """Cache records for one planned batch ({key, text, verdict_text}): score_jobs where the engine is."""
+    jobs = [Job("", None, "", b["text"], b["key"], b["verdict_text"]) for b in block]
+    return score_jobs(engine, jobs, params["mode"], params["settings"])
+
+
+class _Planned:
+    """A cache as a plan sees it: the real one's records, plus the keys the plan has already put in a batch."""
+
+    def __init__(self, cache):
+        self.cache, self.keys = cache, set()
+        self.remembers = cache.remembers
+
+    def get_many(self, keys: Iterable[str]) -> dict:
+        keys = list(keys)
+        found = self.cache.get_many(keys)
+        found.update((k, _PLANNED) for k in keys if k not in found and bytes.fromhex(k) in self.keys)
+        return found
+
+    def records_of(self, inputs):
+        return self.cache.records_of(inputs)
+
+    def remember(self, rendered) -> None:  # the real walk, after the scoring, remembers
+        pass
+
+    def add(self, records: list[dict]) -> None:
+        self.keys.update(bytes.fromhex(r["key"]) for r in records)
+
+
+_PLANNED = {"p_first": 0.5, "raw_output": None, "judge": "", "mode": ""}
 
 
 def _keyed(maker: Renderer, chunk: list[tuple], cache) -> tuple[list[Job], dict]:
