@@ -109,7 +109,7 @@ def test_reward_scores_batching_is_consistent(reward):
 def test_policy(algo, base, base_param, reward, tmp_path):
     out = tmp_path / "policy"
     # PPO: one pass over each rollout (trl's default is 4): the contract (2 steps, the weights change) is the same
-    trl = {"num_ppo_epochs": 1} if algo == "ppo" else None
+    trl = {"num_ppo_epochs": 1} if algo == "ppo" else {}
     m = train_policy(base, reward[0], _dataset(), out, _cfg(algo=algo, trl=trl), seed=0, response_length=16)
     assert m["algo"] == algo and m["steps"] == 2 and m["seconds_per_step"] > 0 and math.isfinite(m["train_loss"])
     assert m["precision"] == ("bf16" if torch.cuda.is_available() else "no")

@@ -1,0 +1,172 @@
+"""--executor ray: the same files as one process, on the embedded model over a local Ray cluster of 2 replicas
+(1 torch thread each), and after faults: the driver killed with -9 then rerun, one replica's worker killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import pipeline_cmd
+
+pytestmark = pytest.mark.slow  # each test runs the pipeline in subprocesses, most on a Ray cluster
+ON_CLUSTER = pytest.mark.xdist_group("ray")  # one cluster for the module: its tests on one worker
+
+FILES = ("pairs.jsonl", "judgments.jsonl", "cache/judgments.jsonl",
+         "preferences.jsonl")
+# fp32 (the byte-for-byte promise is made there); small batches so that every stage has several blocks
+RUN = ("--constitution", "safety.yaml", "--num-prompts", 8, "--max-new-tokens", 8, "--dtype", "float32", "--seed", 3,
+       "--batch-size", 2, "--judge-batch-size", 1, "--eval-prompts", 0)
+# the test cluster's own token (Ray 2.60 turns token authentication on for a new cluster): nothing read from or
+# written to ~/.ray
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local Ray cluster with 2 CPUs: what --ray-address joins."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    temp = Path("/tmp") / f"rlaif-ray-{os.getpid()}"  # Ray's socket paths must stay short
+    port = _free_port()
+    ray_bin = Path(sys.executable).with_name("ray")
+    start = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+                            "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
+                           capture_output=True, text=True, env=ENV, timeout=180)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=ENV, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _run(out: Path, *extra, stages="generate,judge,preferences", cwd=None):
+    proc = subprocess.run(pipeline_cmd(*RUN, "--stages", stages, "--output-dir", out, *extra), capture_output=True,
+                          text=True, env=ENV, cwd=cwd or out.parent, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _ray(address, replicas=2):
+    return ("--executor", "ray", "--ray-address", address, "--ray-replicas", replicas, "--ray-cpus-per-replica", 1)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    """The reference: the local executor, same seed and settings."""
+    out = tmp_path_factory.mktemp("local") / "run"
+    _run(out)
+    return out
+
+
+def _same_files(a: Path, b: Path, names=FILES):
+    for name in names:
+        assert (b / name).read_bytes() == (a / name).read_bytes(), f"{name} differs from the local executor's"
+
+
+@ON_CLUSTER
+def test_two_replicas_write_the_local_files_byte_for_byte(cluster, local, tmp_path):
+    out = tmp_path / "run"
+    proc = _run(out, *_ray(cluster))
+    _same_files(local, out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judge"]["judged"] == summary["judge"]["judgments"] > 0  # all of it judged on the replicas
+    assert summary["judge"]["engine"]["replicas"] == 2 and summary["judge"]["engine"]["executor"] == "ray"
+    assert "judge (2 replicas)" in proc.stderr  # its own progress bar
+
+
+def _lines(path: Path) -> list[bytes]:
+    try:
+        return path.read_bytes().splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
+
+
+def _wait(proc, path: Path, n: int) -> list[bytes]:
+    """Wait until `path` has at least n lines (proc still running); return them."""
+    deadline = time.time() + 600
+    while len(lines := _lines(path)) < n:
+        assert proc.poll() is None, proc.stderr.read()[-3000:].decode()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    return lines
+
+
+def _replica_pids(want: int) -> list[int]:
+    """Ray Data's actors holding a replica's engine (their process title names the map_batches callable)."""
+    import psutil
+
+    deadline = time.time() + 60
+    while True:
+        pids = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
+                if " ".join(p.info["cmdline"] or []).startswith("ray::") and "Replica" in " ".join(p.info["cmdline"])]
+        if len(pids) >= want or time.time() > deadline:
+            return pids
+        time.sleep(0.05)
+
+
+@ON_CLUSTER
+def test_a_killed_replica_then_a_killed_driver_lose_and_duplicate_nothing(cluster, local, tmp_path):
+    """The judge stage, all of it to do (the local run's pairs, an empty cache). Mid-stage one replica's worker is
+    killed: Ray restarts it and retries its block, and the driver goes on appending blocks in order, so the cache is
+    always a prefix of the local run's (nothing lost, nothing twice). Then the driver is killed with -9, and a rerun
+    does only the missing work and leaves the local run's files."""
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(local / "pairs.jsonl", out / "pairs.jsonl")
+    expected = _lines(local / "judgments.jsonl")
+    reference = _lines(local / "cache" / "judgments.jsonl")
+    assert len(reference) == len(expected) >= 12  # every judgment its own text: one cache record each
+    cache = out / "cache" / "judgments.jsonl"
+    proc = subprocess.Popen(pipeline_cmd(*RUN, "--stages", "judge", "--output-dir", out, *_ray(cluster)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=tmp_path)
+    try:
+        before = len(_wait(proc, cache, 1))
+        pids = _replica_pids(2)
+        assert pids, "no replica process found"
+        os.kill(pids[0], signal.SIGKILL)
+        assert before < len(reference), "the replica was killed after the stage had finished"
+        lines = _wait(proc, cache, before + 2)  # the stage goes on past the killed replica's block
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    lines = _lines(cache)
+    assert len(lines) < len(reference), "the driver was killed after the stage had finished"
+    assert lines == reference[:len(lines)]  # in order, no gap, no duplicate
+    assert not (out / "judgments.jsonl").exists()
+    rerun = subprocess.run(pipeline_cmd(*RUN, "--stages", "judge,preferences", "--output-dir", out, *_ray(cluster)),
+                           capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    judge = json.loads((out / "summary.json").read_text())["judge"]
+    assert judge["judged"] == len(reference) - len(lines) and judge["reused"] == len(lines)  # only the missing work
+    assert _lines(cache) == reference
+    _same_files(local, out, ("judgments.jsonl", "preferences.jsonl"))
+
+
+def test_without_ray_installed_one_line_and_exit_2(tmp_path):
+    shadow = tmp_path / "shadow" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named ray', name='ray')\n")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(pipeline_cmd("--constitution", "safety.yaml", "--executor", "ray", "--output-dir",
+                                       tmp_path / "run"), capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rlaif[ray]" in lines[0] and "--executor ray" in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()
