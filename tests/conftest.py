@@ -23,6 +23,14 @@ def pytest_collection_modifyitems(config, items):
     long ones then run side by side at the start rather than one worker finishing a long tail alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
+
+def pytest_configure(config):
+    """pytest 9.2 keeps a node's id where pytest-xdist 3.8's --dist loadgroup no longer sets it, so xdist_group
+    splits silently: module fixtures built on every worker, two Ray clusters at once. pyproject pins pytest<9.2."""
+    if config.getoption("dist", "no") == "loadgroup" and pytest.version_tuple[:2] >= (9, 2):
+        raise pytest.UsageError(f"pytest {pytest.__version__} breaks pytest-xdist's xdist_group (--dist loadgroup): "
+                                "install the pinned test extra: pip install '.[test]'")
+
 from rlaif.engines.fake import FakeEngine  # noqa: E402
 
 MINI_CONSTITUTION = """\

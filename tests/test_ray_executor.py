@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -37,21 +39,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    address: str
+    head: int  # the pid of `ray start --block`, an ancestor of every process of the cluster
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A local Ray cluster with 2 CPUs: what --ray-address joins."""
+    """A local Ray cluster with 2 CPUs: what --ray-address joins. `ray start --block` holds the cluster's processes
+    in its own process group; stopping that process stops this cluster only (`ray stop` would stop every Ray cluster
+    on the machine, a user's own or another test worker's)."""
     pytest.importorskip("ray", reason="the ray extra is not installed")
     temp = Path("/tmp") / f"rlaif-ray-{os.getpid()}"  # Ray's socket paths must stay short
     port = _free_port()
     ray_bin = Path(sys.executable).with_name("ray")
-    start = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-                            "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
-                           capture_output=True, text=True, env=ENV, timeout=180)
-    assert start.returncode == 0, start.stderr[-2000:]
+    log = tmp_path_factory.mktemp("ray-head") / "head.log"
+    with log.open("w") as out:
+        head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                                 "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}",
+                                 "--disable-usage-stats"], stdout=out, stderr=subprocess.STDOUT, env=ENV,
+                                start_new_session=True)
     try:
-        yield f"127.0.0.1:{port}"
+        deadline = time.time() + 180
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        yield Cluster(f"127.0.0.1:{port}", head.pid)
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=ENV, timeout=120)
+        import psutil
+
+        ours = psutil.Process(head.pid).children(recursive=True) if head.poll() is None else []
+        head.terminate()  # the head stops its own processes; what is left after a while is killed
+        _, alive = psutil.wait_procs(ours, timeout=10)
+        for proc in [*alive, head]:
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                proc.kill()
+        head.wait()
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -62,8 +86,9 @@ def _run(out: Path, *extra, stages="generate,judge,preferences", cwd=None):
     return proc
 
 
-def _ray(address, replicas=2):
-    return ("--executor", "ray", "--ray-address", address, "--ray-replicas", replicas, "--ray-cpus-per-replica", 1)
+def _ray(cluster: Cluster, replicas=2):
+    return ("--executor", "ray", "--ray-address", cluster.address, "--ray-replicas", replicas,
+            "--ray-cpus-per-replica", 1)
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +132,22 @@ def _wait(proc, path: Path, n: int) -> list[bytes]:
     return lines
 
 
-def _replica_pids(want: int) -> list[int]:
-    """Ray Data's actors holding a replica's engine (their process title names the map_batches callable)."""
+def _replica_pids(cluster: Cluster, want: int) -> list[int]:
+    """This cluster's Ray Data actors holding a replica's engine (their process title names the map_batches
+    callable)."""
     import psutil
+
+    def ours(proc) -> bool:
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        try:
+            return (cmdline.startswith("ray::") and "Replica" in cmdline
+                    and any(parent.pid == cluster.head for parent in proc.parents()))
+        except psutil.Error:  # gone meanwhile
+            return False
 
     deadline = time.time() + 60
     while True:
-        pids = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
-                if " ".join(p.info["cmdline"] or []).startswith("ray::") and "Replica" in " ".join(p.info["cmdline"])]
+        pids = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"]) if ours(p)]
         if len(pids) >= want or time.time() > deadline:
             return pids
         time.sleep(0.05)
@@ -137,7 +170,7 @@ def test_a_killed_replica_then_a_killed_driver_lose_and_duplicate_nothing(cluste
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=tmp_path)
     try:
         before = len(_wait(proc, cache, 1))
-        pids = _replica_pids(2)
+        pids = _replica_pids(cluster, 2)
         assert pids, "no replica process found"
         os.kill(pids[0], signal.SIGKILL)
         assert before < len(reference), "the replica was killed after the stage had finished"
