@@ -10,7 +10,12 @@ growth: peak RSS at the largest size minus the smallest; overhead: the judge sta
 engine per judgment, at the largest size; resume: seconds to re-run the judge stage over a full cache, per
 million judgments, at the largest size. Targets: < 500 MB, < 0.2 ms, < 60 s.
 
-    python bench/scale.py [--quick] [--pairs 10000,100000,1000000] [--workdir DIR] [--out scale.json]
+With --executor ray the generate and judge stages run on 2 Ray replicas (a fake engine each) and the peak RSS
+is the driver's (the process that writes the run folder); the fake engine's time is then the replicas', and
+`overhead_ms_per_judgment` counts all of the judge stage.
+
+    python bench/scale.py [--quick] [--pairs 10000,100000,1000000] [--executor local|ray] [--workdir DIR]
+                          [--out scale.json]
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ FILLER = ("The answer depends on the details, so here is a careful, general walk
           "of each, and where to find reliable help. ") * 12  # 1.5 KB with the seeded tag in front
 
 
-def child(n: int, workdir: Path, stages: str) -> dict:
+def child(n: int, workdir: Path, stages: str, executor: str = "local") -> dict:
     """One pipeline run in this process; returns its figures."""
     import hashlib
     import math
@@ -71,13 +76,20 @@ def child(n: int, workdir: Path, stages: str) -> dict:
 
     engine = PipelineCostOnly()
     factory.EnginePool.get = lambda self, model, base_url=None: engine
+    flags = []
+    if executor == "ray":  # the generate and judge stages' blocks go to 2 Ray replicas, each with its own fake engine
+        from rlaif.engines.replicas import RayEngine
+
+        factory.EnginePool.replicated = lambda self, model, base_url=None, judge=False: RayEngine(
+            self.cfg, model, base_url, "fake", build=lambda cfg, spec: PipelineCostOnly())
+        flags = ["--executor", "ray", "--ray-replicas", "2", "--ray-cpus-per-replica", "1"]
     import rlaif.models
 
     rlaif.models.resolve = lambda name: (name, f"fake:{name}")
     out = workdir / "run"
     t = time.perf_counter()
     rc = main(["--constitution", "safety.yaml", "--prompts", str(workdir / "prompts.txt"), "--num-prompts", "0",
-               "--output-dir", str(out), "--stages", stages, "--seed", "0"])
+               "--output-dir", str(out), "--stages", stages, "--seed", "0", *flags])
     seconds = time.perf_counter() - t
     assert rc == 0, rc
     summary = json.loads((out / "summary.json").read_text())
@@ -87,8 +99,9 @@ def child(n: int, workdir: Path, stages: str) -> dict:
             "engine_s": engine.seconds, "stage_s": {s: summary[s]["seconds"] for s in stages.split(",")}}
 
 
-def run_child(n: int, workdir: Path, stages: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(n), "--workdir", str(workdir), "--stages", stages]
+def run_child(n: int, workdir: Path, stages: str, executor: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(n), "--workdir", str(workdir), "--stages", stages,
+           "--executor", executor]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -104,16 +117,18 @@ def main() -> int:
     ap.add_argument("--out", default="scale.json")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--stages", default="generate,judge,preferences", help=argparse.SUPPRESS)
+    ap.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="ray: generate and judge on 2 Ray replicas (a fake engine each); peak RSS is the driver's")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, Path(args.workdir), args.stages)))
+        print(json.dumps(child(args.child, Path(args.workdir), args.stages, args.executor)))
         return 0
     sizes = [10_000, 100_000] if args.quick else [int(s) for s in args.pairs.split(",")]
     base = Path(args.workdir or tempfile.mkdtemp(prefix="rlaif-scale-"))
     from rlaif.engines.dtype import cpu_model
 
-    machine = {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
-               "load_average_start": round(os.getloadavg()[0], 2)}
+    machine = {"executor": args.executor, "cpu_model": cpu_model(), "cpus": os.cpu_count(),
+               "python": platform.python_version(), "load_average_start": round(os.getloadavg()[0], 2)}
     print("engine: fake (instant answers, 1.5 KB responses): these figures are the pipeline's own cost, not a "
           f"model's; constitution safety.yaml; {machine['cpu_model']}, {machine['cpus']} CPUs", flush=True)
     results = []
@@ -125,8 +140,8 @@ def main() -> int:
             with open(workdir / "prompts.txt", "w") as f:
                 for i in range(n):
                     f.write(f"Question {i}: how should I store, label and dispose of old household chemicals?\n")
-            full = run_child(n, workdir, "generate,judge,preferences")
-            resume = run_child(n, workdir, "judge")
+            full = run_child(n, workdir, "generate,judge,preferences", args.executor)
+            resume = run_child(n, workdir, "judge", args.executor)
             assert resume["judged"] == 0, resume
             r = {"pairs": n, "judgments": full["judgments"], "peak_rss_mb": round(max(full["peak_rss_mb"], resume["peak_rss_mb"]), 1),
                  "seconds": round(full["seconds"], 1), "stage_seconds": full["stage_s"],

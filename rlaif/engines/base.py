@@ -66,7 +66,7 @@ class Engine:
 
     def map_blocks(self, work, blocks, params) -> Iterator[list]:
         """`work(engine, block, params)` for each block, results in block order. Here one block after another in
-        this process; the Ray executor's engine (rlaif/executor/ray.py) runs them on its replicas."""
+        this process; the Ray executor's engine (rlaif/engines/replicas.py) runs them on its replicas."""
         for block in blocks:
             yield work(self, block, params)
 

@@ -1,11 +1,12 @@
 """--executor ray: an engine whose work runs on `--ray-replicas` replicas of a local engine, as a Ray Data pipeline.
 
 The stages hand their work over as blocks, each one batch exactly as the local executor would send it to its
-engine (`Engine.map_blocks`). Here the blocks become a `ray.data.Dataset` with one row per block; `map_batches`
-runs them, one row at a time, on an actor pool of `--ray-replicas` actors, each holding one engine (hf or vLLM)
-with `--ray-cpus-per-replica` CPUs and `--ray-gpus-per-replica` GPUs. Results come back in block order
-(`preserve_order`), as each block finishes, and the driver alone writes them to the run folder through the stage's
-own append-only store. A replica that dies is restarted by Ray and its block retried (Ray Data's actor pool: unlimited
+engine (`Engine.map_blocks`). Here the stage becomes a `ray.data.Dataset` with one row per block;
+`map_batches` runs the rows, one at a time, on an actor pool of `--ray-replicas` actors, each holding one engine
+(hf or vLLM) with `--ray-cpus-per-replica` CPUs and `--ray-gpus-per-replica` GPUs. The driver makes the blocks as
+the replicas take them, through a feeder actor that holds a window of them (the driver's memory stays flat).
+Blocks finish in any order; the driver hands their results on in block order, as soon as each one and those before
+it have arrived, and it alone writes them to the run folder through the stage's own append-only store. A replica that dies is restarted by Ray and its block retried (Ray Data's actor pool: unlimited
 restarts and task retries); a block's result reaches the driver once. Since every sample is seeded by its own
 (seed, id, sample name) and every batch is the one the local executor forms, the files are those of one process.
 
@@ -56,7 +57,9 @@ def connect(address: str | None) -> None:
                          "local Ray instance") from None
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per Dataset executed
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # results in block order: rows are written as one process writes them
+    # Rows finish in any order; RayEngine.map_blocks hands results on in block order (so rows are written as one
+    # process writes them), and Ray Data need not hold finished rows back
+    ctx.execution_options.preserve_order = False
     ctx.enable_progress_bars = False  # the stages' own bars count rows
 
 
@@ -70,16 +73,65 @@ def _probe(cfg, spec: tuple, build) -> dict:
 
 
 class Replica:
-    """A Ray Data actor: one engine, and the stage's work function run on each block it is given."""
+    """A Ray Data actor: one engine, and the stage's work function run on each block it is given. Its rows are
+    row numbers; for each it takes a block from the feeder, and returns the block's index with its result."""
 
-    def __init__(self, cfg, spec: tuple, work, params, build):
-        self.engine, self.work, self.params = build(cfg, spec), work, params
+    def __init__(self, cfg, spec: tuple, work, params, build, feeder):
+        self.engine, self.work, self.params, self.feeder = build(cfg, spec), work, params, feeder
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
+        import ray
 
-        out = [json.dumps(self.work(self.engine, json.loads(block), self.params)) for block in batch["block"]]
-        return {"block": np.array(out, dtype=object)}
+        index, out = [], []
+        for row in batch["id"]:
+            i, block = ray.get(self.feeder.take.remote(int(row)))  # None: the driver stopped making blocks
+            index.append(i)
+            out.append("null" if block is None else json.dumps(self.work(self.engine, json.loads(block), self.params)))
+        return {"index": np.array(index, dtype=np.int64), "block": np.array(out, dtype=object)}
+
+
+class Feeder:
+    """Blocks on their way from the driver to the replicas, a window at a time. The driver puts block i once
+    fewer than `window` blocks wait untaken; each row the replicas run takes the oldest untaken block, and takes
+    the same one again if Ray retries the row. A block stays until the driver has its result. A threaded actor:
+    a take can wait for a put."""
+
+    def __init__(self, window: int):
+        import collections
+        import threading
+
+        self.blocks, self.untaken, self.rows, self.window = {}, collections.deque(), {}, window
+        self.stopped = False
+        self.cond = threading.Condition()
+
+    def put(self, i: int, block: str) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.untaken) < self.window)
+            self.blocks[i] = block
+            self.untaken.append(i)
+            self.cond.notify_all()
+
+    def take(self, row: int) -> tuple[int, str | None]:
+        with self.cond:
+            if row not in self.rows:
+                self.cond.wait_for(lambda: self.untaken or self.stopped)
+                if not self.untaken:
+                    return -1, None
+                self.rows[row] = self.untaken.popleft()
+                self.cond.notify_all()
+            i = self.rows[row]
+            return i, self.blocks.get(i)
+
+    def done(self, i: int) -> None:
+        """The driver has block i's result."""
+        with self.cond:
+            self.blocks.pop(i, None)
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
 
 
 _PROBED = {}  # (model, base_url, backend) -> what _probe found: once per process
@@ -112,26 +164,57 @@ class RayEngine(Engine):
         self.stats = {"replicas": cfg.ray.replicas, "executor": "ray", "truncated": 0}
 
     def map_blocks(self, work, blocks, params) -> Iterator[list]:
+        """The Dataset is one row per block (one row per Ray block, so that each is its own task). The
+        blocks themselves are made here, in a thread, as the replicas take them: a feeder actor holds a window of
+        them, so neither the driver nor Ray's object store ever holds a stage's inputs. `blocks` with a length is
+        made lazily; any other iterable is read into a list first (the stages' small ones)."""
         ray = import_ray()
-        import pyarrow as pa
+        import threading
 
-        # Each block goes to Ray's object store as it is made (one row each: Ray never regroups a batch), so the
-        # driver holds none of the stage's inputs, and the Dataset reads them block by block.
-        refs = [ray.put(pa.table({"block": [json.dumps(block)]})) for block in blocks]
-        if not refs:
+        blocks = blocks if hasattr(blocks, "__len__") else list(blocks)
+        if not len(blocks):
             return
-        ds = ray.data.from_arrow_refs(refs).map_batches(
+        feeder = ray.remote(Feeder).options(num_cpus=0, max_concurrency=16 + 8 * self.cfg.ray.replicas).remote(
+            max(16, 8 * self.cfg.ray.replicas))
+        failed = []
+
+        def make() -> None:
+            try:
+                for i, block in enumerate(blocks):
+                    ray.get(feeder.put.remote(i, json.dumps(block)))
+            except BaseException as e:  # noqa: BLE001 (handed to the driver's loop)
+                failed.append(e)
+                feeder.stop.remote()
+
+        maker = threading.Thread(target=make, name="rlaif-blocks", daemon=True)
+        maker.start()
+        # from_items, not range: range's read tasks each ask for a CPU, which the replicas may all hold
+        rows = [{"id": i} for i in range(len(blocks))]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             Replica, fn_constructor_kwargs={"cfg": self.cfg, "spec": self.spec, "work": work, "params": params,
-                                           "build": self.build},
-            batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(self.cfg.ray.replicas, len(refs))),
+                                           "build": self.build, "feeder": feeder},
+            batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(self.cfg.ray.replicas, len(blocks))),
             **self.resources)
-        del refs
+        arrived, ready = {}, 0  # results by block index, and the next index to hand on
         try:
             for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
-                for block in batch["block"]:
-                    yield json.loads(block)
+                for i, block in zip(batch["index"], batch["block"]):
+                    if failed:
+                        raise failed[0]
+                    feeder.done.remote(int(i))
+                    arrived[int(i)] = block
+                while ready in arrived:
+                    yield json.loads(arrived.pop(ready))
+                    ready += 1
+            if failed:
+                raise failed[0]
+            assert ready == len(blocks), f"{len(blocks) - ready} blocks never came back"
         except Exception as e:
             raise _cause(e) from None
+        finally:
+            feeder.stop.remote()
+            ray.kill(feeder)
+            maker.join(timeout=10)
 
     def generate(self, conversations, *, seed, max_new_tokens: int, temperature: float, top_p: float) -> list[str]:
         from rlaif.engines.base import row_seeds

@@ -139,8 +139,9 @@ class VLLMEngine(Engine):
             raise RlaifError(
                 f"vLLM's offline LLM does not run data_parallel_size={data_parallel_size} in one process",
                 "--data-parallel-size",
-                "use tensor_parallel_size, or launch one process per rank with torchrun and "
-                "distributed_executor_backend='external_launcher' (vLLM's torchrun_dp_example)")
+                "for copies of the model over the prompts use --executor ray --ray-replicas N; or launch one "
+                "process per rank with torchrun and distributed_executor_backend='external_launcher' "
+                "(vLLM's torchrun_dp_example)")
         if not cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM's own default is far larger
             # vLLM reserves a core for its scheduler; on small machines the worker then gets half the CPU.

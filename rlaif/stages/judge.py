@@ -128,25 +128,43 @@ def _walk(engine, pairs, constitution, seed, mode, settings, cache, batch_size, 
 
 def _prefill(engine, pairs, constitution, seed, mode, settings, cache, batch_size, mitigate, progress) -> int:
     """Score, on a remote engine's replicas, every batch the walk would score here: a first walk plans them (the
-    cache read, nothing scored or written), then engine.map_blocks scores them side by side and each batch's
-    records are appended to the cache as it arrives, in plan order. Returns the number of records."""
-    planned, plan = [], _Planned(cache)
+    cache read, nothing scored or written, only the planned keys kept), then engine.map_blocks scores them side by
+    side while a replay of that plan, which reads no cache, makes the batches as the replicas take them; each
+    batch's records are appended to the cache as it arrives, in plan order. Returns the number of records."""
+    plan = _Planned(cache)
+    sizes = []
 
-    def note(engine, jobs, mode, settings):
-        planned.append([{"key": j.key, "text": j.text, "verdict_text": j.verdict_text} for j in jobs])
-        return [{"key": j.key, "p_first": 0.5, "raw_output": None, "judge": engine.identity, "mode": mode} for j in jobs]
+    def count(engine, jobs, mode, settings):
+        sizes.append(len(jobs))
+        return _stand_ins(engine, jobs, mode)
 
-    def blocks():
-        for _ in _walk(engine, pairs, constitution, seed, mode, settings, plan, batch_size, mitigate, False, {}, note):
-            yield from planned
-            planned.clear()
-        yield from planned
-        planned.clear()
+    for _ in _walk(engine, pairs, constitution, seed, mode, settings, plan, batch_size, mitigate, False, {}, count):
+        pass
+    replay = _Replay(plan.keys)
+    del plan
+
+    class Blocks:  # the planned batches, made again as they are taken (map_blocks reads its length first)
+        def __len__(self):
+            return len(sizes)
+
+        def __iter__(self):
+            made = []
+
+            def note(engine, jobs, mode, settings):
+                made.append([{"key": j.key, "text": j.text, "verdict_text": j.verdict_text} for j in jobs])
+                return _stand_ins(engine, jobs, mode)
+
+            for _ in _walk(engine, pairs, constitution, seed, mode, settings, replay, batch_size, mitigate, False, {},
+                           note):
+                yield from made
+                made.clear()
+            yield from made
 
     n = 0
-    bar = tqdm(desc=f"judge ({engine.stats.get('replicas', 1)} replicas)", unit="judgment", disable=not progress)
+    bar = tqdm(total=sum(sizes), desc=f"judge ({engine.stats.get('replicas', 1)} replicas)", unit="judgment",
+               disable=not progress)
     try:
-        for records in engine.map_blocks(score_block, blocks(), {"mode": mode, "settings": settings}):
+        for records in engine.map_blocks(score_block, Blocks(), {"mode": mode, "settings": settings}):
             cache.add(records)
             n += len(records)
             bar.update(len(records))
@@ -188,6 +206,27 @@ class _Planned:
 
 
 _PLANNED = {"p_first": 0.5, "raw_output": None, "judge": "", "mode": ""}
+
+
+class _Replay:
+    """A plan's decisions again, with no cache read: a key is missing while the plan scored it and this replay has
+    not yet put it in a batch; every other key is found."""
+
+    remembers = False
+
+    def __init__(self, keys: set[bytes]):
+        self.left = set(keys)
+
+    def get_many(self, keys: Iterable[str]) -> dict:
+        return {k: _PLANNED for k in keys if bytes.fromhex(k) not in self.left}
+
+    def add(self, records: list[dict]) -> None:
+        self.left.difference_update(bytes.fromhex(r["key"]) for r in records)
+
+
+def _stand_ins(engine, jobs, mode) -> list[dict]:
+    """What a plan's walk files for the jobs it would score (it scores none)."""
+    return [{"key": j.key, "p_first": 0.5, "raw_output": None, "judge": engine.identity, "mode": mode} for j in jobs]
 
 
 def _keyed(maker: Renderer, chunk: list[tuple], cache) -> tuple[list[Job], dict]:
