@@ -15,7 +15,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_xdist_auto_num_workers(config):
-    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    """One worker more than there are cores: most slow tests wait on subprocesses that start, load a model, get
+    killed and restart, which leaves a core idle at times. On 2 cores, 3 workers ran the suite in 600 s against
+    697 s with 2 (1,029 CPU seconds either way)."""
+    return max(1, min((os.cpu_count() or 1) + 1, MAX_WORKERS))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -71,7 +71,7 @@ def cluster(tmp_path_factory):
 
         ours = psutil.Process(head.pid).children(recursive=True) if head.poll() is None else []
         head.terminate()  # the head stops its own processes; what is left after a while is killed
-        _, alive = psutil.wait_procs(ours, timeout=10)
+        _, alive = psutil.wait_procs(ours, timeout=3)
         for proc in [*alive, head]:
             with contextlib.suppress(psutil.Error, ProcessLookupError):
                 proc.kill()

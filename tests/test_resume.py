@@ -65,7 +65,8 @@ def test_kill_during_judge_then_resume(tmp_path):
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
     args = [*GEN, "--config", config, "--stages", "generate,judge,preferences"]
     _run([*args, "--output-dir", clean], tmp_path)
-    _run([*GEN, "--stages", "generate", "--output-dir", crashed], tmp_path)
+    crashed.mkdir()  # the clean run's pairs, so that the kill lands in the judge stage
+    (crashed / "pairs.jsonl").write_bytes((clean / "pairs.jsonl").read_bytes())
     cache = crashed / "cache" / "judgments.jsonl"
     _kill_when([*args, "--output-dir", crashed], tmp_path, cache, 2, crashed / "stages" / "judge.done")
     assert 2 <= _lines(cache) < 12 and not (crashed / "judgments.jsonl").exists()
