@@ -239,14 +239,18 @@ def test_no_engine_alive_when_sft_training_starts(tmp_path, prompts_file, monkey
     class Stop(Exception):
         pass
 
-    def train_sft(*args, **kwargs):
+    def engines():  # the Engine objects alive in this process
         gc.collect()
-        log.append(("train", [o.identity for o in gc.get_objects() if issubclass(type(o), Engine)]))
+        return [o for o in gc.get_objects() if issubclass(type(o), Engine)]
+
+    def train_sft(*args, **kwargs):  # only this run's engines: another test on this worker may have left its own
+        log.append(("train", [o.identity for o in engines() if id(o) not in before]))
         raise Stop
 
     monkeypatch.setattr(factory.EnginePool, "_build", build)
     monkeypatch.setattr("rlaif.models.resolve", lambda name: (name, f"fake:{name}"))
     monkeypatch.setattr("rlaif.stages.sft.train_sft", train_sft)
+    before = {id(o) for o in engines()}
     with pytest.raises(Stop):
         run_cli("--constitution", "safety.yaml", "--prompts", prompts_file, "--output-dir", tmp_path / "run",
                 "--judge-model", "judge-model", "--recipe", "cai")
