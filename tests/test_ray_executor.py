@@ -112,6 +112,8 @@ def test_two_replicas_write_the_local_files_byte_for_byte(cluster, local, tmp_pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["judge"]["judged"] == summary["judge"]["judgments"] > 0  # all of it judged on the replicas
     assert summary["judge"]["engine"]["replicas"] == 2 and summary["judge"]["engine"]["executor"] == "ray"
+    here = json.loads((local / "summary.json").read_text())
+    assert summary["generate"]["completion_tokens"] == here["generate"]["completion_tokens"] > 0  # replicas' counts
     assert "judge (2 replicas)" in proc.stderr  # its own progress bar
 
 

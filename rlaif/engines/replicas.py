@@ -27,6 +27,7 @@ from rlaif.engines.base import Engine
 from rlaif.errors import RlaifError
 
 EXTRA = "pip install 'rlaif[ray]' (from a checkout: pip install '.[ray]')"
+COUNTERS = ("truncated", "prompt_tokens", "completion_tokens")  # an engine's stats that its replicas add up
 
 
 def import_ray():
@@ -56,6 +57,7 @@ def connect(address: str | None) -> None:
                          "--ray-address", "start one with `ray start --head`, or leave --ray-address unset for a "
                          "local Ray instance") from None
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per Dataset executed
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled": ours show
     ctx = ray.data.DataContext.get_current()
     # Rows finish in any order; RayEngine.map_blocks hands results on in block order (so rows are written as one
     # process writes them), and Ray Data need not hold finished rows back
@@ -83,12 +85,16 @@ class Replica:
         import numpy as np
         import ray
 
-        index, out = [], []
+        index, out, counts = [], [], []
         for row in batch["id"]:
             i, block = ray.get(self.feeder.take.remote(int(row)))  # None: the driver stopped making blocks
+            before = dict(self.engine.stats)
             index.append(i)
             out.append("null" if block is None else json.dumps(self.work(self.engine, json.loads(block), self.params)))
-        return {"index": np.array(index, dtype=np.int64), "block": np.array(out, dtype=object)}
+            counts.append(json.dumps({k: v - before.get(k, 0) for k, v in self.engine.stats.items()
+                                      if k in COUNTERS}))
+        return {"index": np.array(index, dtype=np.int64), "block": np.array(out, dtype=object),
+                "counts": np.array(counts, dtype=object)}
 
 
 class Feeder:
@@ -161,7 +167,7 @@ class RayEngine(Engine):
                 raise _cause(e) from None
         self.identity, self.batch_size = info["identity"], info["batch_size"]
         self.supports_logprobs = info["supports_logprobs"]
-        self.stats = {"replicas": cfg.ray.replicas, "executor": "ray", "truncated": 0}
+        self.stats = {"replicas": cfg.ray.replicas, "executor": "ray", **dict.fromkeys(COUNTERS, 0)}
 
     def map_blocks(self, work, blocks, params) -> Iterator[list]:
         """The Dataset is one row per block (one row per Ray block, so that each is its own task). The
@@ -198,11 +204,13 @@ class RayEngine(Engine):
         arrived, ready = {}, 0  # results by block index, and the next index to hand on
         try:
             for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
-                for i, block in zip(batch["index"], batch["block"]):
+                for i, block, counts in zip(batch["index"], batch["block"], batch["counts"]):
                     if failed:
                         raise failed[0]
                     feeder.done.remote(int(i))
                     arrived[int(i)] = block
+                    for k, v in json.loads(counts).items():  # a retried block's counts arrive once, with it
+                        self.stats[k] = self.stats.get(k, 0) + v
                 while ready in arrived:
                     yield json.loads(arrived.pop(ready))
                     ready += 1
