@@ -47,9 +47,9 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A local Ray cluster with 2 CPUs: what --ray-address joins. `ray start --block` holds the cluster's processes
-    in its own process group; stopping that process stops this cluster only (`ray stop` would stop every Ray cluster
-    on the machine, a user's own or another test worker's)."""
+    """A local Ray cluster with 2 CPUs: what --ray-address joins. `ray start --block` stays the parent of the
+    cluster's processes; stopping it, then killing what is left of its children, stops this cluster only (`ray stop`
+    would stop every Ray cluster on the machine, a user's own or another test worker's)."""
     pytest.importorskip("ray", reason="the ray extra is not installed")
     temp = Path("/tmp") / f"rlaif-ray-{os.getpid()}"  # Ray's socket paths must stay short
     port = _free_port()

@@ -6,9 +6,11 @@ engine (`Engine.map_blocks`). Here the stage becomes a `ray.data.Dataset` with o
 (hf or vLLM) with `--ray-cpus-per-replica` CPUs and `--ray-gpus-per-replica` GPUs. The driver makes the blocks as
 the replicas take them, through a feeder actor that holds a window of them (the driver's memory stays flat).
 Blocks finish in any order; the driver hands their results on in block order, as soon as each one and those before
-it have arrived, and it alone writes them to the run folder through the stage's own append-only store. A replica that dies is restarted by Ray and its block retried (Ray Data's actor pool: unlimited
-restarts and task retries); a block's result reaches the driver once. Since every sample is seeded by its own
-(seed, id, sample name) and every batch is the one the local executor forms, the files are those of one process.
+it have arrived, and it alone writes them to the run folder through the stage's own append-only store. A replica
+that dies is restarted by Ray and its row retried (Ray Data's actor pool: unlimited restarts and task retries); the
+retried row takes the same block again from the feeder, and a block's result reaches the driver once. Since every
+sample is seeded by its own (seed, id, sample name) and every batch is the one the local executor forms, the files
+are those of one process.
 
 Why not `ray.data.llm`: its vLLM processor takes sampling parameters per row but returns generated text and, at
 most, the top log-probs of generated tokens; the judge needs the log-probabilities of given label tokens ("A",
