@@ -205,3 +205,17 @@ def test_without_ray_installed_one_line_and_exit_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "rlaif[ray]" in lines[0] and "--executor ray" in lines[0], proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("address, says", [("127.0.0.1:{port}", "cannot reach a Ray cluster"),
+                                           ("no-port", "not a Ray cluster address")])
+def test_an_address_with_no_cluster_is_one_line_and_exit_2(tmp_path, address, says):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    address = address.format(port=_free_port())  # nothing listens there
+    proc = subprocess.run(pipeline_cmd("--constitution", "safety.yaml", "--executor", "ray", "--ray-address", address,
+                                       "--output-dir", tmp_path / "run"), capture_output=True, text=True, env=ENV,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "--ray-address" in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -43,6 +43,25 @@ def import_ray():
     return ray
 
 
+def check_address(address: str | None) -> None:
+    """A HOST:PORT that nothing answers on: one line now, before anything is written (Ray itself retries for
+    minutes). None (a local instance) and `auto` (the cluster this machine runs) are Ray's to find."""
+    if address in (None, "auto"):
+        return
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise RlaifError(f"not a Ray cluster address: {address!r}", "--ray-address",
+                         "pass auto, or the head node's HOST:PORT (ray start --head prints it)")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise RlaifError(f"cannot reach a Ray cluster at {address!r} ({e.strerror or e})", "--ray-address",
+                         "start one with `ray start --head`, or leave --ray-address unset for a local Ray "
+                         "instance") from None
+
+
 def connect(address: str | None) -> None:
     """Join the cluster at `address` (auto, or HOST:PORT), or start a local Ray instance sized to this machine."""
     ray = import_ray()
