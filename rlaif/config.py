@@ -51,6 +51,12 @@ class GenerateConfig:
     top_p: float = _f(0.95, "Nucleus sampling threshold (no top-k cut on any engine).")
     batch_size: int | None = _f(None, "Prompts generated together; pairs.jsonl is appended batch by batch. "
                                 "Default: the engine's (64 for vllm, 32 otherwise).", minimum=1)
+    samples_per_prompt: int = _f(2, "Responses sampled per prompt (K). 2: one pair per prompt, in pairs.jsonl. More: "
+                                 "every sample goes to samples.jsonl, --pairing picks the pairs that are judged, and "
+                                 "the preferences stage ranks each prompt's samples (see --keep).", minimum=2)
+    pairing: str = _f("all", "With samples_per_prompt K > 2, which pairs of a prompt's samples are judged: all "
+                      "(K(K-1)/2 pairs), adjacent (K-1: sample 0 with 1, 1 with 2, ...) or random-M (M pairs drawn "
+                      "with --seed).")
 
 
 @dataclass
@@ -88,6 +94,10 @@ class PreferencesConfig:
     pairs_from: str = _f("samples", "samples: judged pairs of sampled responses; revisions: revisions.jsonl, chosen = "
                          "final revision, rejected = initial answer (Constitutional AI as in Hugging Face's recipe).",
                          choices=("samples", "revisions"))
+    keep: str = _f("best-worst", "With samples_per_prompt > 2: best-worst keeps one preference per prompt, its best "
+                   "sample against its worst, ranked by a Bradley-Terry fit of the judged pairs (win counts when a "
+                   "prompt has K-1 judged pairs or fewer); all-pairs keeps every judged pair, as with K = 2.",
+                   choices=("best-worst", "all-pairs"))
     trust_revisions: bool = _f(False, "With pairs_from revisions: keep every revised pair, not only those the judge, "
                                "scoring both orders, prefers to the initial answer.")
 

@@ -170,9 +170,12 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         tokens0 = engine.stats.get("completion_tokens", 0)
         counts = run_generate(engine, train_prompts, run.pairs, seed=cfg.seed, batch_size=cfg.generate.batch_size,
                               max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
-                              top_p=cfg.generate.top_p)
+                              top_p=cfg.generate.top_p, samples_per_prompt=cfg.generate.samples_per_prompt,
+                              pairing=cfg.generate.pairing, samples=run.samples)
         tokens = engine.stats.get("completion_tokens", 0) - tokens0
-        pairs = PairsFile(run.pairs, (pair_id(i, p) for i, p in enumerate(train_prompts)))  # on disk, in prompt order
+        # On disk, in prompt order (with K > 2, pairs.jsonl was just written whole for these prompts)
+        pairs = PairsFile(run.pairs, (pair_id(i, p) for i, p in enumerate(train_prompts))
+                          if cfg.generate.samples_per_prompt == 2 else None)
         seconds = time.time() - t
         _stage(run, "generate", t, {**counts, "model": cfg.generate.model, "completion_tokens": tokens,
                                     "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] and tokens else None,
@@ -216,7 +219,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         def rows(in_memory: bool):
             counts.clear()
             return preferences.iter_rows(pairs, lambda: iter_jsonl(run.judgments), constitution,
-                                         cfg.preferences.min_margin, counts, in_memory)
+                                         cfg.preferences.min_margin, counts, in_memory, cfg.preferences.keep)
 
         written = preferences.write(rows, run.preferences, run.preferences_jsonl)
         if counts["stale_judgments"]:
@@ -232,7 +235,8 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         for key, value in figures.items():
             run.update_summary(key, value)
         info = {**{k: counts.get(k, 0) for k in preferences.KEPT_COUNTS}, "stale_judgments": counts["stale_judgments"]}
-        _stage(run, "preferences", t, {**info, "min_margin": cfg.preferences.min_margin}, cfg, constitution)
+        _stage(run, "preferences", t, {**info, "min_margin": cfg.preferences.min_margin,
+                                       **({"keep": cfg.preferences.keep} if run.samples.exists() else {})}, cfg, constitution)
     if "reward" in cfg.stages or "policy" in cfg.stages:
         from rlaif.stages.train import run_training
 

@@ -59,6 +59,21 @@ def test_kill_during_generate_then_resume_with_another_batch_size(tmp_path):
     assert (crashed / "pairs.jsonl").read_bytes() == (clean / "pairs.jsonl").read_bytes()
 
 
+def test_kill_during_generate_with_four_samples_per_prompt_then_resume(tmp_path):
+    """K = 4: killed once the first prompt's samples are on disk (batch size 1), resumed at batch size 3:
+    samples.jsonl and pairs.jsonl byte-identical to a clean run's."""
+    k4 = [*GEN, "--stages", "generate", "--samples-per-prompt", "4", "--num-prompts", "4", "--max-new-tokens", "12"]
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    _run([*k4, "--output-dir", clean], tmp_path)
+    _kill_when([*k4, "--batch-size", "1", "--output-dir", crashed], tmp_path, crashed / "samples.jsonl", 4,
+               crashed / "stages" / "generate.done")
+    assert 4 <= _lines(crashed / "samples.jsonl") < 16 and not (crashed / "pairs.jsonl").exists()
+    _run([*k4, "--output-dir", crashed, "--batch-size", "3"], tmp_path)
+    for name in ("samples.jsonl", "pairs.jsonl"):
+        assert (crashed / name).read_bytes() == (clean / name).read_bytes(), name
+    assert _lines(clean / "samples.jsonl") == 16 and _lines(clean / "pairs.jsonl") == 4 * 6
+
+
 def test_kill_during_judge_then_resume(tmp_path):
     config = tmp_path / "small-batches.yaml"
     config.write_text("judge:\n  batch_size: 2\n")

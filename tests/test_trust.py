@@ -256,3 +256,17 @@ def test_generation_does_not_depend_on_the_batch_size(tmp_path):
                        "--output-dir", out) == 0
         outs.append((out / "pairs.jsonl").read_bytes())
     assert outs[0] == outs[1] == outs[2] and outs[0].count(b"\n") == 5
+
+
+@pytest.mark.slow
+def test_four_samples_per_prompt_do_not_depend_on_the_batch_size(tmp_path):
+    """fp32, the embedded model, K = 4: --batch-size 1 and 3 give byte-identical samples.jsonl (and pairs.jsonl)."""
+    outs = []
+    for size in (1, 3):
+        out = tmp_path / f"b{size}"
+        assert run_cli("--constitution", "safety.yaml", "--num-prompts", 4, "--max-new-tokens", 12,
+                       "--samples-per-prompt", 4, "--stages", "generate", "--engine", "hf", "--dtype", "float32",
+                       "--batch-size", size, "--output-dir", out) == 0
+        outs.append(((out / "samples.jsonl").read_bytes(), (out / "pairs.jsonl").read_bytes()))
+    assert outs[0] == outs[1] and outs[0][0].count(b"\n") == 16 and outs[0][1].count(b"\n") == 24
+    assert len({r["response"] for r in map(json.loads, outs[0][0].splitlines())}) > 4  # distinct samples

@@ -68,6 +68,11 @@ def make_config(args: argparse.Namespace, command: str = "run") -> config_mod.Ru
 
     validate(cfg.train)
     check_memory_settings(cfg)
+    from rlaif.judging.pairing import check as check_pairing
+
+    from_flag = any(path == "generate.pairing" for path, *_ in flags.given(args, config_mod.RunConfig))
+    check_pairing(cfg.generate.pairing, cfg.generate.samples_per_prompt,
+                  "--pairing" if from_flag or not args.config else f"{args.config}: generate.pairing")
     if cfg.train.trl:
         from rlaif.training.options import check_trl, trl_classes
 

@@ -96,18 +96,23 @@ def _by_pair_in_memory(pairs: Iterable[dict], judgments: Iterable[dict]) -> Iter
 
 
 def iter_rows(pairs: Iterable[dict], judgments: Callable[[], Iterable[dict]], constitution, min_margin: float,
-              counts: Counter, in_memory: bool = False) -> Iterator[dict]:
+              counts: Counter, in_memory: bool = False, keep: str = "best-worst") -> Iterator[dict]:
     """build() as a stream. `judgments` opens the judgments afresh (they are read twice only when out of order).
     Scores come from the judgments alone (judge.pair_scores); `counts` also gathers the judge's signal
-    (see signal()) and the judgments left out because their principle's text has changed (stale_judgments)."""
+    (see signal()), the judge calls the scores used (judge_calls) and the judgments left out because their
+    principle's text has changed (stale_judgments). Pairs of K > 2 samples per prompt (they name their samples,
+    in sample_a and sample_b) give, with keep="best-worst", one row per prompt (_best_worst); with "all-pairs",
+    and always for K = 2, one row per kept pair."""
     from rlaif.judging.scores import current_hashes, is_current, pair_scores, verdict_of
 
     group = _by_pair_in_memory if in_memory else _by_pair
     current = current_hashes(constitution)
     counts["stale_judgments"] = 0
+    prompt = []  # (pair, score, votes) for each pair of the prompt being read (K > 2, best-worst)
     for pair, judged in group(pairs, judgments()):
         rows = [r for r in judged if is_current(r, current)]  # the same rows pair_scores counts
         counts["stale_judgments"] += len(judged) - len(rows)
+        counts["judge_calls"] += len(rows)
         votes = {}
         for r in rows:
             _vote(votes, r)
@@ -119,21 +124,67 @@ def iter_rows(pairs: Iterable[dict], judgments: Callable[[], Iterable[dict]], co
             counts["consistent_pairs"] += ab is not None and ab == ba
             firsts = [r["p_a"] if r["order"] == "ab" else 1.0 - r["p_a"] for r in rows if r["p_a"] is not None]
             counts["first_sum"], counts["first_n"] = counts["first_sum"] + sum(firsts), counts["first_n"] + len(firsts)
-        row = _row(pair, score, votes, min_margin, counts)
-        if row is not None:
-            counts["kept_margin_sum"] += row["margin"]
-            yield row
+        if "sample_a" in pair and keep == "best-worst":
+            if prompt and _prompt_key(prompt[0][0]) != _prompt_key(pair):
+                yield from _best_worst(prompt, min_margin, counts)
+                prompt = []
+            prompt.append((pair, score, votes))
+            continue
+        yield from _kept(_row(pair, score, votes, min_margin, counts), counts)
+    if prompt:
+        yield from _best_worst(prompt, min_margin, counts)
+
+
+def _kept(row: dict | None, counts: Counter) -> Iterator[dict]:
+    if row is not None:
+        counts["kept_margin_sum"] += row["margin"]
+        yield row
+
+
+def _prompt_key(pair: dict) -> str:
+    """The prompt a pair of K > 2 samples belongs to: its pair id is f"{prompt key}-{sample_a}-{sample_b}"."""
+    return pair["pair_id"].rsplit("-", 2)[0]
+
+
+def _best_worst(prompt: list[tuple], min_margin: float, counts: Counter) -> Iterator[dict]:
+    """One prompt's preference: its best sample against its worst (ranking.best_worst), as the row of the pair
+    (i, j), i < j, of those two samples: score = P(sample i is better), the margin kept or dropped as any pair's.
+    Votes are those of that pair when it was judged. A prompt with nothing judged is `unjudged` (`identical` when
+    every pair was two identical responses), one whose samples all tie is `tied`."""
+    from rlaif.judging.ranking import best_worst
+    from rlaif.judging.scores import is_identical
+
+    first = prompt[0][0]
+    texts, judged, votes = {}, [], {}
+    for pair, score, pair_votes in prompt:
+        i, j = pair["sample_a"], pair["sample_b"]
+        texts[i], texts[j] = pair["response_a"], pair["response_b"]
+        votes[i, j] = pair_votes
+        if score is not None and not is_identical(pair):
+            judged.append((i, j, score))
+    ranked = best_worst(first["sampling"]["samples_per_prompt"], judged)
+    if ranked is None:
+        counts["tied" if judged else "identical" if all(is_identical(p) for p, *_ in prompt) else "unjudged"] += 1
+        return
+    i, j = sorted((ranked["best"], ranked["worst"]))
+    pair = {"pair_id": f"{_prompt_key(first)}-{i}-{j}", "prompt": first["prompt"], "response_a": texts[i],
+            "response_b": texts[j]}
+    score = ranked["p_best"] if i == ranked["best"] else 1.0 - ranked["p_best"]
+    yield from _kept(_row(pair, score, votes.get((i, j), {}), min_margin, counts), counts)
 
 
 def signal(counts: Counter) -> dict:
     """How far the judge's verdicts are signal rather than position bias, over the judged pairs:
     position_consistency, the share whose two orders agree on the winner (agreement.position_consistency);
-    first_position_rate, the mean P(the response shown first is better) over their judgments; and
-    mean_kept_margin, the mean |score - 0.5| of the pairs kept as preferences. None where nothing counts."""
+    first_position_rate, the mean P(the response shown first is better) over their judgments;
+    mean_kept_margin, the mean |score - 0.5| of the pairs kept as preferences; and judge_calls_per_preference,
+    the judgments the scores used (both orders, every principle; cached ones included) per kept preference.
+    None where nothing counts."""
     def ratio(num, den):
         return round(counts[num] / counts[den], 4) if counts[den] else None
     return {"position_consistency": ratio("consistent_pairs", "judged_pairs"),
-            "first_position_rate": ratio("first_sum", "first_n"), "mean_kept_margin": ratio("kept_margin_sum", "kept")}
+            "first_position_rate": ratio("first_sum", "first_n"), "mean_kept_margin": ratio("kept_margin_sum", "kept"),
+            "judge_calls_per_preference": ratio("judge_calls", "kept")}
 
 
 WEAK_SIGNAL = 0.6  # below this position consistency, the judge's position bias outweighs what it sees

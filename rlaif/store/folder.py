@@ -26,6 +26,7 @@ class Run:
         self.config = self.root / "config.yaml"
         self.constitution = self.root / "constitution.yaml"
         self.pairs = self.root / "pairs.jsonl"
+        self.samples = self.root / "samples.jsonl"  # --samples-per-prompt above 2: every sample; pairs.jsonl pairs them
         self.judgment_cache = self.root / "cache" / "judgments.jsonl"
         self.judgments = self.root / "judgments.jsonl"
         self.preferences = self.root / "preferences"
