@@ -57,6 +57,10 @@ def judge_random(pairs: list[HumanPair], seed: int):
     return verdicts, ab, ba, None, {}
 
 
+REWARD_POSITION_BIAS = ("zero by construction: a reward model scores each response alone, and P(a better) = "
+                        "sigmoid(r_a - r_b) is the same number in both orders")
+
+
 def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Path):
     from rlaif.judging.scores import is_identical, pair_scores, verdict_of
     from rlaif.judging.jobs import judge_mode, judge_settings
@@ -95,6 +99,9 @@ def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Pat
     extra = {"judge_model": engine.identity, "mode": mode, "per_principle": per,
              "judgments": counts["judgments"], "judged": counts["judged"], "reused": counts["reused"],
              "identical_pairs": counts["identical"], "parse_failures": counts["parse_failures"]}
+    if mode == "reward":  # rm:PATH
+        extra.update(position_bias=REWARD_POSITION_BIAS, rewards_scored=counts["rewards_scored"],
+                     rewards_reused=counts["rewards_reused"])
     return verdicts, ab, ba, [scores[p.pair_id] for p in pairs], extra
 
 

@@ -29,7 +29,14 @@ def check_model(model: str, base_url: str | None, url_flag: str = "--judge-base-
     """Fail on a model that cannot be built, before anything is written: a local model that is not there, a hub id
     that is neither in the local Hugging Face cache nor downloadable, or an endpoint model (openai:NAME) without
     its base URL."""
-    if not model.startswith("openai:"):
+    if model.startswith("rm:"):  # a reward model: a one-output sequence classifier, and a judge only
+        from rlaif.engines.reward import check_reward_model
+
+        if url_flag.startswith("--policy"):
+            raise RlaifError(f"{model} is a reward model: it scores responses but cannot generate them",
+                             "--policy-model", "use rm: with --judge-model only")
+        check_reward_model(model)
+    elif not model.startswith("openai:"):
         from rlaif.models import require
 
         require(model)
@@ -94,7 +101,8 @@ class EnginePool:
     def _key(self, model: str, base_url: str | None = None, role: str = "policy"):
         if role not in ROLES:
             raise ValueError(f"unknown engine role {role!r}")
-        return (self.backends[role] if not model.startswith("openai:") else "openai", model, base_url)
+        kind = "openai" if model.startswith("openai:") else "rm" if model.startswith("rm:") else self.backends[role]
+        return (kind, model, base_url)
 
     def get(self, model: str, base_url: str | None = None, role: str = "policy"):
         """The engine of `model` for `role` (policy or judge), built on first use."""
@@ -116,7 +124,7 @@ class EnginePool:
         get() (judge=False) or judge() gives."""
         role = "judge" if judge and self.backends["judge"] != self.backends["policy"] else "policy"
         key = self._key(model, base_url, role)
-        if getattr(self.cfg, "executor", "local") != "ray" or key[0] == "openai":
+        if getattr(self.cfg, "executor", "local") != "ray" or key[0] in ("openai", "rm"):  # rm: stays local
             return self.judge(model, base_url) if judge else self.get(model, base_url)
         if ("ray",) + key not in self._engines:
             from rlaif.engines.replicas import RayEngine
@@ -164,6 +172,12 @@ class EnginePool:
             check_model(model, base_url)
             return OpenAIEngine(model.removeprefix("openai:"), base_url, api_key=os.environ.get("OPENAI_API_KEY"),
                                 concurrency=cfg.judge.concurrency)
+        if model.startswith("rm:"):
+            from rlaif.engines.reward import RewardEngine, check_reward_model
+
+            path, identity = check_reward_model(model)
+            return RewardEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                                max_model_len=self._context(path))
         from rlaif.models import require
 
         path, identity = require(model)

@@ -245,7 +245,12 @@ def agreement_report(root: Path, results: dict, details: dict, pairs, *, constit
                  "<code>length</code> prefers the longer response, <code>random</code> is a seeded coin: "
                  "baselines a useful judge should beat. With several annotators, only the two leave-one-out columns "
                  "compare: each held-out annotator, and the judge, against the majority of the other annotators. "
-                 "The 95% CI is Wilson's score interval on the decided pairs.</p>" + table(rows, COLUMNS)),
+                 "The 95% CI is Wilson's score interval on the decided pairs.</p>"
+                 + "".join(f"<p>Judge <code>{esc(n)}</code> is a reward model ({esc(r.get('judge_model') or '')}), mode "
+                           "<code>reward</code>: it scores each response alone and P(a better) = sigmoid(r_a - r_b), "
+                           "the same in both orders, so its position bias is zero by construction (position "
+                           "consistency 1, prefer-first 0.5).</p>" for n, r in results.items() if r.get("mode") == "reward")
+                 + table(rows, COLUMNS)),
                 ("Agreement", img(save_png(plot_agreement(results), root / "agreement.png"), "agreement"))]
     if any(r.get("per_principle") for r in results.values()):
         per_rows = [{"judge": n, "principle": pid, **v} for n, r in results.items()

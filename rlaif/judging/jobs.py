@@ -38,7 +38,10 @@ class Job:
 
 
 def judge_mode(constitution, engine) -> str:
-    """The constitution's label mode; endpoints without log-probs fall back to chain of thought."""
+    """The constitution's label mode; endpoints without log-probs fall back to chain of thought. A reward model
+    (rm:PATH) judges in mode "reward": it scores each response alone, so no judge prompt is rendered."""
+    if getattr(engine, "kind", None) == "reward":
+        return "reward"
     if constitution.label_mode == "logprob" and not getattr(engine, "supports_logprobs", True):
         return "cot"
     return constitution.label_mode

@@ -45,10 +45,22 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
 
     An engine that scores elsewhere (`remote`: --executor ray) first gets every batch this walk would score, in
     the same order and with the same members, side by side on its replicas (`_prefill`); the walk then finds each
-    judgment in the cache."""
+    judgment in the cache.
+
+    mode "reward" (a reward model, rm:PATH, always local): no prompt is rendered; rlaif.judging.rewards scores each
+    response once, caches the rewards in rewards.jsonl beside cache_path, and gives p_a = sigmoid(r_a - r_b)."""
     batch_size = batch_size or engine.batch_size
-    cache = JudgmentCache(cache_path) if cache_path else _MemoryCache()
     counts = {} if counts is None else counts
+    if mode == "reward":  # a reward model (rm:PATH): each response scored once, cached in cache/rewards.jsonl
+        from rlaif.judging.rewards import cache_file, reward_walk
+
+        cache = JudgmentCache(cache_file(cache_path)) if cache_path else _MemoryCache()
+        try:
+            yield from reward_walk(engine, pairs, constitution, seed, cache, batch_size, progress, counts)
+        finally:
+            cache.close()
+        return
+    cache = JudgmentCache(cache_path) if cache_path else _MemoryCache()
     try:
         scored = (_prefill(engine, pairs, constitution, seed, mode, settings, cache, batch_size, mitigate, progress)
                   if getattr(engine, "remote", False) else None)
