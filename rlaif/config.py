@@ -76,7 +76,8 @@ class SftConfig:
 
 @dataclass
 class JudgeConfig:
-    model: str = _f(EMBEDDED_MODEL, "Judge model: the embedded default's name, a local folder, a hub id, or openai:NAME.")
+    model: str = _f(EMBEDDED_MODEL, "Judge model: the embedded default's name, a local folder, a hub id, openai:NAME, or "
+                    "rm:PATH (a reward model: a one-output sequence classifier folder or hub id).")
     base_url: str | None = _f(None, "Base URL of an OpenAI-compatible endpoint when model is openai:NAME.")
     max_new_tokens: int = _f(96, "Tokens the chain-of-thought judge may write as its rationale, before the verdict turn.",
                              minimum=1)
