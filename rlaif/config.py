@@ -213,8 +213,10 @@ class RunConfig:
 class AgreementOptions:
     human: str | None = _f(None, "Human-labelled pairs: HH-RLHF .jsonl(.gz), a .jsonl/.json/.csv/.parquet table, or a "
                            "save_to_disk folder.", required=True)
-    judge: list = _f(["model"], "Judges to score (comma-separated or repeated); with model, the free length and random "
-                     "baselines are computed too.", choices=("model", "length", "random"))
+    judge: list = _f(["model"], "Judges to score (comma-separated or repeated); with model or reward, the free length and "
+                     "random baselines are computed too.", choices=("model", "reward", "length", "random"))
+    reward_model: str | None = _f(None, "The reward model that --judge reward scores with (rm:PATH or PATH: a one-output "
+                                  "sequence classifier), beside the model judge in the same report.")
     label_columns: str | None = _f(None, "Comma-separated annotator columns (several human labels per pair); for a "
                                    "human_labels.jsonl, labeller names.")
     limit: int | None = _f(None, "Evaluate the first N pairs.")

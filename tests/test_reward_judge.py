@@ -175,6 +175,22 @@ def test_pipeline_and_agreement_with_a_reward_model_judge(rm_folder, mini_consti
     again = json.loads((ag / "agreement.json").read_text())["model"]
     assert again["rewards_scored"] == 0 and again["agreement"] == model["agreement"]
 
+    both = tmp_path / "both"  # the generative judge (here the fake) and the reward model in one report
+    assert run_cli("agreement", "--constitution", mini_constitution, "--human", FIXTURE, "--judge", "model", "--judge",
+                   "reward", "--reward-model", rm_folder, "--output-dir", both) == 0
+    result = json.loads((both / "agreement.json").read_text())
+    assert list(result) == ["model", "reward", "length", "random"] and result["model"]["mode"] == "logprob"
+    assert {k: v for k, v in result["reward"].items() if k not in ("seconds", "judge")} == \
+        {k: v for k, v in model.items() if k not in ("seconds", "judge")}
+    assert "Judge <code>reward</code> is a reward model" in (both / "report.html").read_text()
+
+
+def test_judge_reward_without_a_reward_model_is_one_line(tmp_path, mini_constitution, capsys):
+    code = run_cli("agreement", "--constitution", mini_constitution, "--human", FIXTURE, "--judge", "reward",
+                   "--output-dir", tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--reward-model" in err[0] and not (tmp_path / "out").exists()
+
 
 @pytest.mark.parametrize("kind", ["two-labels", "causal-lm", "missing"])
 @pytest.mark.parametrize("command", ["main", "agreement"])

@@ -19,14 +19,14 @@ from rlaif.seeded import coin
 from rlaif.store.files import atomic_write_json
 from rlaif.store.folder import default_run_dir
 
-JUDGES = ("model", "length", "random")
+JUDGES = ("model", "reward", "length", "random")
 BASELINES = ("length", "random")
 
 
 def judge_names(requested: list[str] | None) -> list[str]:
-    """Requested judges in canonical order; with `model` the free baselines are always added."""
+    """Requested judges in canonical order; with `model` or `reward` the free baselines are always added."""
     names = set(requested or ["model"])
-    if "model" in names:
+    if names & {"model", "reward"}:
         names |= set(BASELINES)
     return [j for j in JUDGES if j in names]
 
@@ -61,12 +61,21 @@ REWARD_POSITION_BIAS = ("zero by construction: a reward model scores each respon
                         "sigmoid(r_a - r_b) is the same number in both orders")
 
 
-def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Path):
+def reward_model_name(args) -> str:
+    """--reward-model as rm:PATH; --judge reward without it is an error."""
+    name = getattr(args, "reward_model", None)
+    if not name:
+        raise RlaifError("--judge reward needs a reward model", "--reward-model",
+                         "pass --reward-model rm:RUN/reward_model (a one-output sequence classifier)")
+    return name if name.startswith("rm:") else f"rm:{name}"
+
+
+def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Path, model: str | None = None):
     from rlaif.judging.scores import is_identical, pair_scores, verdict_of
     from rlaif.judging.jobs import judge_mode, judge_settings
     from rlaif.stages.judge import run_judge
 
-    engine = pool.judge(cfg.judge.model, cfg.judge.base_url)
+    engine = pool.judge(model, None) if model else pool.judge(cfg.judge.model, cfg.judge.base_url)
     mode = judge_mode(constitution, engine)
     dicts = [{"pair_id": p.pair_id, "prompt": p.prompt, "response_a": p.response_a, "response_b": p.response_b}
              for p in pairs]
@@ -149,6 +158,10 @@ def main(cfg, args) -> int:
         from rlaif.engines.factory import check_model
 
         check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")  # before any folder is made
+    if "reward" in names:
+        from rlaif.engines.factory import check_model
+
+        check_model(reward_model_name(args), None, "--reward-model")
     root = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(f"agreement-{constitution.name}")
     root.mkdir(parents=True, exist_ok=True)
     print(f"rlaif: agreement: {len(pairs)} pairs from {args.human} (skipped {n_skipped} bad rows and "
@@ -162,11 +175,14 @@ def main(cfg, args) -> int:
     try:
         for name in names:
             t = time.time()
-            if name == "model":
+            if name in ("model", "reward"):
                 from rlaif.engines.factory import EnginePool
 
-                pool = pool or EnginePool(cfg)
-                out = judge_model(pairs, cfg, constitution, pool, root / "cache" / "judgments.jsonl")
+                if pool is not None:  # one model in memory at a time
+                    pool.close()
+                pool = EnginePool(cfg)
+                out = judge_model(pairs, cfg, constitution, pool, root / "cache" / "judgments.jsonl",
+                                  reward_model_name(args) if name == "reward" else None)
             else:
                 out = judge_length(pairs) if name == "length" else judge_random(pairs, cfg.seed)
             verdicts, ab, ba, p_a, extra = out
