@@ -64,7 +64,7 @@ def reward_walk(engine, pairs: Iterable[dict], constitution: Constitution, seed:
 
     try:
         specs = job_specs(pairs, constitution, seed, identical, skip)
-        while chunk := list(islice(specs, 512)):
+        while chunk := list(islice(specs, 128)):  # small: the bar moves as rewards come
             keyed, texts, last = [], {}, None
             for spec in chunk:
                 pair = spec[0]
