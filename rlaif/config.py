@@ -85,6 +85,8 @@ class JudgeConfig:
                                 "length-bucketed forward passes). Default: the engine's (64 for vllm, 32 otherwise).", minimum=1)
     concurrency: int = _f(8, "Requests in flight at once against an OpenAI-compatible endpoint.", flag="--concurrency",
                           minimum=1)
+    device: str | None = _f(None, "Device of the judge's transformers engine (cpu, cuda, cuda:1). With --reward judge it "
+                            "stays alive through training, beside the policy. Default: the GPU when there is one.")
 
 
 @dataclass
@@ -106,8 +108,14 @@ class PreferencesConfig:
 @dataclass
 class TrainConfig:
     flag_prefix: ClassVar[str] = ""
-    algo: str = _f("dpo", "Policy algorithm: dpo (trl DPOTrainer), ppo (trl PPO), rloo (trl RLOOTrainer).",
-                   choices=("dpo", "ppo", "rloo"))
+    algo: str = _f("dpo", "Policy algorithm: dpo (trl DPOTrainer), ppo (trl PPO), rloo (trl RLOOTrainer), grpo (trl "
+                   "GRPOTrainer).", choices=("dpo", "ppo", "rloo", "grpo"))
+    reward: str = _f("reward_model", "Reward of the online algorithms: reward_model (the reward stage's model) or, for "
+                     "grpo and rloo, judge: every sampled completion rated by the judge (rating mode, 1-9) against the "
+                     "principles drawn for its prompt, as direct RLAIF (Lee et al. 2023) does.",
+                     choices=("reward_model", "judge"))
+    num_generations: int = _f(2, "Completions sampled per prompt by grpo and rloo (the group size; trl's GRPO default is "
+                              "8, 2 keeps a CPU step short).", minimum=2)
     max_steps: int | None = _f(None, f"Optimizer steps per trainer (reward and policy). Default: {DEFAULT_MAX_STEPS}, "
                                "unless num_train_epochs is given (then the epochs decide; giving both is refused, as "
                                "trl would silently ignore the epochs).", minimum=1)

@@ -99,6 +99,7 @@ def engine_plan(cfg, run: Run) -> list:
     before, judge = (cfg.generate.model, cfg.generate.base_url), (cfg.judge.model, cfg.judge.base_url, "judge")
     policy = (policy_after_sft(cfg, run), cfg.generate.base_url)  # sft_model/ once it exists, unless --policy-model
     needs = {"generate": [policy], "judge": [judge], "eval-policy": [(str(run.policy), None)],
+             "policy": [judge] if cfg.train.reward == "judge" else [],  # --reward judge: rates during training
              "eval-base": [policy], "eval-judge": [judge], "revise": [before, judge], "sft": [],
              "eval-sft": [(policy[0], None)], "eval-sft-base": [before], "eval-sft-judge": [judge]}
     steps = [x for stage in cfg.stages for x in ([stage] + (SFT_STEPS if stage == "sft" else []))]

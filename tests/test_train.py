@@ -105,7 +105,7 @@ def test_reward_scores_batching_is_consistent(reward):
     assert a == pytest.approx(b, abs=1e-4)
 
 
-@pytest.mark.parametrize("algo", ["dpo", "ppo", "rloo"])
+@pytest.mark.parametrize("algo", ["dpo", "ppo", "rloo", "grpo"])
 def test_policy(algo, base, base_param, reward, tmp_path):
     out = tmp_path / "policy"
     # PPO: one pass over each rollout (trl's default is 4): the contract (2 steps, the weights change) is the same

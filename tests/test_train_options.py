@@ -24,9 +24,9 @@ def _capture(monkeypatch, module, name):
         seen.update(kwargs)
         raise Captured
 
-    if name == "RLOOTrainer":  # imported through rlaif.training.trainers._import_rloo (vllm hidden from trl)
-        config_cls = train._import_rloo()[0]
-        monkeypatch.setattr(train, "_import_rloo", lambda: (config_cls, fake))
+    if name in ("RLOOTrainer", "GRPOTrainer"):  # imported through trainers._import_online (vllm hidden from trl)
+        config_cls = train._import_online(name.removesuffix("Trainer").lower())[0]
+        monkeypatch.setattr(train, "_import_online", lambda algo: (config_cls, fake))
     else:
         monkeypatch.setattr(module, name, fake)
     return seen
@@ -36,7 +36,7 @@ CFG = dict(max_steps=8, gradient_accumulation_steps=3, warmup_steps=0.25, loss_t
 
 
 @pytest.mark.parametrize("algo,module,name", [("dpo", trl, "DPOTrainer"), ("rloo", trl, "RLOOTrainer"),
-                                              ("ppo", ppo, "PPOTrainer")])
+                                              ("ppo", ppo, "PPOTrainer"), ("grpo", trl, "GRPOTrainer")])
 def test_policy_settings_reach_trl(algo, module, name, monkeypatch, tmp_path):
     seen = _capture(monkeypatch, module, name)
     (tmp_path / "reward_model").mkdir()
@@ -60,6 +60,24 @@ def test_policy_settings_reach_trl(algo, module, name, monkeypatch, tmp_path):
         assert args.output_dir == str(tmp_path / "checkpoints" / "policy")
 
 
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+@pytest.mark.parametrize("group, batch, per_generation", [(2, 2, 3), (4, 2, 2), (3, 2, 3), (4, 4, 3)])
+def test_a_generation_batch_holds_whole_groups(algo, group, batch, per_generation, monkeypatch, tmp_path):
+    """--num-generations G: trl's generation batch (batch x steps_per_generation) divides into groups of G
+    (trl's own check is the oracle: it raises otherwise). per_generation 3 is trl's default (the accumulation)."""
+    name = {"grpo": "GRPOTrainer", "rloo": "RLOOTrainer"}[algo]
+    seen = _capture(monkeypatch, trl, name)
+    (tmp_path / "reward_model").mkdir()
+    (tmp_path / "reward_model" / "config.json").write_text("{}")
+    cfg = TrainConfig(algo=algo, **{**CFG, "batch_size": batch, "num_generations": group})
+    with pytest.raises(Captured):
+        train_policy(resolve("SmolLM2-135M-Instruct")[0], tmp_path / "reward_model", _dataset(), tmp_path / "policy",
+                     cfg, seed=0, response_length=8)
+    args = seen["args"]
+    assert args.num_generations == group and args.steps_per_generation == per_generation
+    assert args.generation_batch_size == batch * per_generation and args.generation_batch_size % group == 0
+
+
 def test_reward_settings_and_lora_reach_trl(monkeypatch, tmp_path):
     seen = _capture(monkeypatch, trl, "RewardTrainer")
     cfg = TrainConfig(**{**CFG, "warmup_steps": 5, "save_steps": 3, "lora_r": 4, "lora_alpha": 8,
@@ -75,15 +93,19 @@ def test_reward_settings_and_lora_reach_trl(monkeypatch, tmp_path):
 @pytest.mark.parametrize("flags,where", [
     (["--loss-type", "bogus"], "--loss-type"), (["--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps"),
     (["--warmup-steps", "2.5"], "--warmup-steps"), (["--lora-r", "-1"], "--lora-r"),
+    (["--reward", "judge"], "--reward"), (["--reward", "judge", "--algo", "ppo"], "--reward"),
+    (["--algo", "grpo", "--num-generations", "1"], "--num-generations"),
 ])
-def test_bad_training_settings_exit_2(flags, where, mini_constitution, capsys):
+def test_bad_training_settings_exit_2(flags, where, mini_constitution, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a real run (no --dry-run): nothing may be written
     try:
-        rc = run_cli("--constitution", mini_constitution, "--dry-run", *flags)
+        rc = run_cli("--constitution", mini_constitution, "--num-prompts", 2, "--output-dir", tmp_path / "run", *flags)
     except SystemExit as e:  # argparse refuses a value outside the field's choices
         rc = e.code
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("rlaif: error: ") and where in err[0]
+    assert len(err) == 1 and err[0].startswith("rlaif: error: ") and where in err[0] and "fix:" in err[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
 
 
 def test_flags_set_the_fields(mini_constitution):

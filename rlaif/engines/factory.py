@@ -199,7 +199,8 @@ class EnginePool:
         from rlaif.engines.hf import HFEngine
 
         try:
-            return HFEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+            device = getattr(cfg.judge, "device", None) if model == cfg.judge.model else None  # --judge-device
+            return HFEngine(path, identity, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, device=device,
                             max_model_len=self._context(path), role=self.role(model, backend))
         except (OSError, ValueError) as e:  # no safetensors weights, not in the offline cache, remote code refused
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__

@@ -40,12 +40,36 @@ def run_training(cfg, constitution, run, pool, eval_prompts: list[str], stage) -
         stage(run, "reward", t, info)
     if "policy" in cfg.stages:
         t = time.time()
-        info = train_policy(base, run.reward_model, dataset, run.policy, cfg.train, cfg.seed)
+        reward = judge_reward(cfg, constitution, run, pool) if cfg.train.reward == "judge" else None
+        try:
+            info = train_policy(base, run.reward_model, dataset, run.policy, cfg.train, cfg.seed, reward_func=reward)
+        finally:
+            if reward is not None:
+                reward.rater.close()
+        if reward is not None:
+            info.update(reward.counts(), reward_trace=reward.trace)
+            info["reward_share_of_training"] = round(reward.seconds / max(time.time() - t, 1e-9), 3)
+        pool.done("policy")  # the judge, alive through training with --reward judge
         if _is_main_process():
             info["evaluation"] = evaluate(cfg, constitution, run, pool, eval_prompts or [])
             for key in ("policy_win_rate", "reward_base", "reward_policy"):
                 run.update_summary(key, info["evaluation"][key])
         stage(run, "policy", t, info)
+
+
+def judge_reward(cfg, constitution, run, pool):
+    """--reward judge: the judge's engine, alive through training (the engine plan keeps it for the policy
+    step), rating each sampled completion through the run folder's judgment cache."""
+    from rlaif.judging.rating import Rater
+    from rlaif.training.judge_reward import JudgeReward
+
+    engine = pool.judge(cfg.judge.model, cfg.judge.base_url)
+    if not getattr(engine, "supports_logprobs", True):
+        raise RlaifError("--reward judge reads the rating labels' log-probs, which this endpoint does not give",
+                         "--judge-model", "use a local judge model or an endpoint that returns log-probs")
+    run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
+    rater = Rater(engine, constitution, seed=cfg.seed, cache_path=run.judgment_cache, batch_size=cfg.judge.batch_size)
+    return JudgeReward(rater, engine.identity)
 
 
 def _is_main_process() -> bool:

@@ -23,6 +23,10 @@ def validate(cfg) -> None:
                          "--warmup-steps", "pass a share such as 0.1, or a number of steps such as 10")
     if cfg.num_train_epochs is not None and cfg.num_train_epochs <= 0:
         raise RlaifError("num_train_epochs must be positive", "--num-train-epochs", "pass a number such as 1 or 0.5")
+    if cfg.reward == "judge" and cfg.algo not in ("grpo", "rloo"):
+        raise RlaifError(f"--reward judge rates the completions an online trainer samples, and --algo {cfg.algo} "
+                         "samples none" if cfg.algo == "dpo" else f"--reward judge is not supported with --algo {cfg.algo}",
+                         "--reward", "pass --algo grpo or --algo rloo, or leave --reward at reward_model")
     if cfg.num_train_epochs is not None and cfg.max_steps is not None:
         raise RlaifError(f"both max_steps ({cfg.max_steps}) and num_train_epochs ({cfg.num_train_epochs}) are set, and "
                          "trl would run max_steps steps and ignore the epochs", "--max-steps/--num-train-epochs",
@@ -48,7 +52,7 @@ def trl_options(cfg) -> dict:
 # --- train.trl: any field of the trl config a stage builds -------------------------------------------------------
 
 def trl_classes(stages=None, algo: str | None = None) -> list:
-    """The trl config classes a run builds: sft -> SFTConfig, reward -> RewardConfig, policy -> the algo's. All five
+    """The trl config classes a run builds: sft -> SFTConfig, reward -> RewardConfig, policy -> the algo's. All six
     when the stages build none (the keys are still checked) or are unknown (stages=None). Imports trl (seconds)."""
     import warnings
 
@@ -56,9 +60,10 @@ def trl_classes(stages=None, algo: str | None = None) -> list:
         warnings.simplefilter("ignore")
         from trl import DPOConfig, RewardConfig, SFTConfig
         from trl.experimental.ppo import PPOConfig
+        from trl.trainer.grpo_config import GRPOConfig
         from trl.trainer.rloo_config import RLOOConfig  # not `from trl`: that path imports trl's vLLM client
 
-    policy = {"dpo": DPOConfig, "rloo": RLOOConfig, "ppo": PPOConfig}
+    policy = {"dpo": DPOConfig, "rloo": RLOOConfig, "ppo": PPOConfig, "grpo": GRPOConfig}
     every = [SFTConfig, RewardConfig, *policy.values()]
     if stages is None:
         return every

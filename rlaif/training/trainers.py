@@ -10,6 +10,7 @@ saved folder is the merged model and the adapter sits in its adapter/ (rlaif.tra
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -24,7 +25,7 @@ from rlaif.store.files import replace_dir
 from rlaif.training.options import trl_config, trl_max_steps, trl_options, validate
 from rlaif.training.tokenizer import load_tokenizer
 
-ALGOS = ("dpo", "ppo", "rloo")
+ALGOS = ("dpo", "ppo", "rloo", "grpo")
 _PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
@@ -218,15 +219,17 @@ def _figures(run: dict, loss_key: str, cfg: TrainConfig) -> dict:
 
 
 def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cfg: TrainConfig, seed: int, *,
-                 response_length: int | None = None) -> dict:
-    """Train the policy with cfg.algo: dpo (offline, on the pairs), ppo or rloo (online, scored by reward_model).
+                 response_length: int | None = None, reward_func=None) -> dict:
+    """Train the policy with cfg.algo: dpo (offline, on the pairs), ppo, rloo or grpo (online, scored by
+    reward_model, or for rloo and grpo by `reward_func`: a trl reward function with an `identity`, such as
+    rlaif.training.judge_reward.JudgeReward for --reward judge).
 
-    response_length: tokens sampled per rollout for ppo/rloo (default min(64, max_length // 4)).
+    response_length: tokens sampled per rollout for ppo/rloo/grpo (default min(64, max_length // 4)).
     """
     algo = cfg.algo.lower()
     if algo not in ALGOS:
         raise RlaifError(f"unknown policy algorithm {cfg.algo!r}", "train.algo", f"use one of {', '.join(ALGOS)}")
-    if algo != "dpo" and not (Path(reward_model) / "config.json").is_file():
+    if algo != "dpo" and reward_func is None and not (Path(reward_model) / "config.json").is_file():
         raise RlaifError(f"reward model folder {str(reward_model)!r} not found", "train",
                          "run the reward stage first")
     pairs = _pairs(dataset)
@@ -243,7 +246,8 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
             print(f"rlaif: {label}: trl's PPO trainer cannot resume from a checkpoint; PPO saves none and a rerun "
                   "starts it over", file=sys.stderr)
     else:
-        extra = "" if algo == "dpo" else f"{reward_model}:{resp_len}"
+        reward = getattr(reward_func, "identity", None) or reward_model
+        extra = "" if algo == "dpo" else f"{reward}:{resp_len}" + (f":{cfg.num_generations}" if algo == "grpo" else "")
         resume = _resume(state, out_dir, label, "policy", base_model, cfg, seed, pairs, extra)
     if algo == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -255,16 +259,18 @@ def train_policy(base_model: str, reward_model: Path, dataset, out_dir: Path, cf
         trainer = DPOTrainer(model=base_model, ref_model=None, args=args, train_dataset=pairs,
                              processing_class=load_tokenizer(base_model), peft_config=peft)
         loss_key = "loss"
-    elif algo == "rloo":
-        RLOOConfig, RLOOTrainer = _import_rloo()
+    elif algo in ("rloo", "grpo"):
+        Config, Trainer = _import_online(algo)
 
-        world = state.num_processes
-        args = trl_config(RLOOConfig, cfg, beta=cfg.beta, num_generations=2, max_completion_length=resp_len,
-                          model_init_kwargs=init, steps_per_generation=None if cfg.batch_size * world % 2 == 0 else 2,
+        # A generation batch holds whole groups: batch_size x processes x steps_per_generation prompts' worth of
+        # completions must divide into groups of num_generations (trl's default, None, is gradient_accumulation_steps).
+        g, world = cfg.num_generations, state.num_processes
+        per_generation = g // math.gcd(cfg.batch_size * world, g)
+        args = trl_config(Config, cfg, beta=cfg.beta, num_generations=g, max_completion_length=resp_len,
+                          model_init_kwargs=init, steps_per_generation=None if per_generation == 1 else per_generation,
                           **common)
-        trainer = RLOOTrainer(model=base_model, reward_funcs=str(reward_model), args=args, peft_config=peft,
-                              train_dataset=pairs.select_columns(["prompt"]),
-                              processing_class=load_tokenizer(base_model))
+        trainer = Trainer(model=base_model, reward_funcs=reward_func or str(reward_model), args=args, peft_config=peft,
+                          train_dataset=pairs.select_columns(["prompt"]), processing_class=load_tokenizer(base_model))
         loss_key = "loss"
     else:
         from rlaif.training.ppo import ppo_trainer
@@ -284,16 +290,19 @@ def _load_causal(path):
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
 
 
-def _import_rloo():
-    """trl 1.12 imports its vLLM client whenever vllm is installed, and that client fails to import against the
-    vLLM releases our extras bring (trl supports vLLM <= 0.27.1). RLOO here never uses trl's vLLM generation,
-    so vllm is hidden from trl while the trainer module is imported."""
+def _import_online(algo: str):
+    """(Config, Trainer) of rloo or grpo. trl 1.12 imports its vLLM client whenever vllm is installed, and that
+    client fails to import against the vLLM releases our extras bring (trl supports vLLM <= 0.27.1). RLOO and
+    GRPO here never use trl's vLLM generation, so vllm is hidden from trl while the trainer module is imported."""
     import trl.import_utils as import_utils
 
     real = import_utils.is_vllm_available
     import_utils.is_vllm_available = lambda *args, **kwargs: False
     try:
-        from trl import RLOOConfig, RLOOTrainer
+        if algo == "grpo":
+            from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+        else:
+            from trl import RLOOConfig as Config, RLOOTrainer as Trainer
     finally:
         import_utils.is_vllm_available = real
-    return RLOOConfig, RLOOTrainer
+    return Config, Trainer
