@@ -48,7 +48,9 @@ def run_training(cfg, constitution, run, pool, eval_prompts: list[str], stage) -
                 reward.rater.close()
         if reward is not None:
             info.update(reward.counts(), reward_trace=reward.trace)
-            info["reward_share_of_training"] = round(reward.seconds / max(time.time() - t, 1e-9), 3)
+            run_now = (info.get("steps") or 0) - (info.get("resumed_from_step") or 0)
+            steps_seconds = (info.get("seconds_per_step") or 0) * run_now
+            info["reward_share_of_step"] = round(reward.seconds / steps_seconds, 3) if steps_seconds else None
         pool.done("policy")  # the judge, alive through training with --reward judge
         if _is_main_process():
             info["evaluation"] = evaluate(cfg, constitution, run, pool, eval_prompts or [])
