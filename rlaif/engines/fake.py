@@ -37,6 +37,10 @@ class FakeEngine(Engine):
         out = []
         for c in conversations:
             p = min(max(self.score("\n".join(m["content"] for m in c)), 1e-6), 1 - 1e-6)
+            if len(labels) > 2:  # a rating scale: a bump of log-probs around label p * (K - 1) (0-based)
+                centre = p * (len(labels) - 1)
+                out.append({label: -((k - centre) ** 2) / 2 - 1.0 for k, label in enumerate(labels)})
+                continue
             out.append({labels[0]: math.log(p), labels[1]: math.log(1 - p)})
         return out
 

@@ -2,7 +2,8 @@
 
 Schema (see README "Writing a constitution"):
   name, description, version,
-  judge: {template, principles_per_comparison (int or "all"), label_mode ("logprob" or "cot")},
+  judge: {template, principles_per_comparison (int or "all"), label_mode ("logprob" or "cot"),
+          mode ("pairwise" or "rating": one response rated 1-9 alone, rlaif.judging.rating)},
   principles: [{id, text, critique and revision (optional, both or neither), weight (default 1.0),
                 examples: [{prompt, better, worse}]}]
 """
@@ -22,12 +23,14 @@ from rlaif.seeded import digest
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 LABEL_MODES = ("logprob", "cot")
+JUDGE_MODES = ("pairwise", "rating")
 TOP_KEYS = {"name": str, "description": str, "version": (int, str), "judge": dict, "principles": list}
-JUDGE_KEYS = {"template": str, "principles_per_comparison": (int, str), "label_mode": str}
+JUDGE_KEYS = {"template": str, "principles_per_comparison": (int, str), "label_mode": str, "mode": str}
 PRINCIPLE_KEYS = {"id": str, "text": str, "critique": str, "revision": str, "weight": (int, float), "examples": list}
 EXAMPLE_KEYS = {"prompt": str, "better": str, "worse": str}
 SAMPLE = {"prompt": "How do I reset my router?", "response_a": "Hold the reset button for 10 seconds.",
           "response_b": "I can't help with that."}
+RATING_SAMPLE = {"prompt": SAMPLE["prompt"], "response": SAMPLE["response_a"]}
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Constitution:
     principles: list[Principle]
     path: Path
     text: str = field(repr=False, default="")
+    mode: str = "pairwise"  # judge.mode: pairwise (A or B, both orders) or rating (each response alone, 1-9)
 
     @property
     def template_dirs(self) -> tuple:
@@ -179,6 +183,13 @@ def load(name_or_path: str) -> Constitution:
     if mode not in LABEL_MODES:
         c.fail(("judge", "label_mode"), f"label_mode must be one of {', '.join(LABEL_MODES)}, got {mode!r}",
                "use logprob (next-token A/B probabilities) or cot (rationale, then a verdict line)")
+    judge_mode = judge.get("mode", "pairwise")
+    if judge_mode not in JUDGE_MODES:
+        c.fail(("judge", "mode"), f"mode must be one of {', '.join(JUDGE_MODES)}, got {judge_mode!r}",
+               "use pairwise (the judge compares two responses) or rating (it rates each response alone, 1 to 9)")
+    if judge_mode == "rating" and mode != "logprob":
+        c.fail(("judge", "label_mode"), f"judge.mode rating reads the labels' log-probs; label_mode {mode!r} does not",
+               "use label_mode: logprob (or leave it out) with mode: rating")
     principles, seen = [], {}
     if not data["principles"]:
         c.fail(("principles",), "principles is empty", "add at least one principle with id and text")
@@ -216,11 +227,17 @@ def load(name_or_path: str) -> Constitution:
                                     raw.get("critique", "").strip(), raw.get("revision", "").strip()))
     constitution = Constitution(
         name=data["name"], description=str(data.get("description", "")).strip(), version=str(data["version"]),
-        template=judge.get("template", "judge_logprob.j2" if mode == "logprob" else "judge_cot.j2"),
-        principles_per_comparison=ppc, label_mode=mode, principles=principles, path=path, text=text)
+        template=judge.get("template", "rating.j2" if judge_mode == "rating" else
+                           "judge_logprob.j2" if mode == "logprob" else "judge_cot.j2"),
+        principles_per_comparison=ppc, label_mode=mode, principles=principles, path=path, text=text, mode=judge_mode)
     from rlaif.judging.templates import render  # validate the template against every principle now
 
+    where = f"{path}:{lines.get(('judge', 'template'), 1)}"
     for p in principles:
-        render(constitution.template, f"{path}:{lines.get(('judge', 'template'), 1)}", dirs=constitution.template_dirs,
-               principle=p, **SAMPLE)
+        render(constitution.template, where, dirs=constitution.template_dirs, principle=p,
+               **(RATING_SAMPLE if judge_mode == "rating" else SAMPLE))
+    if judge_mode == "rating":
+        from rlaif.judging.rating import template_labels
+
+        template_labels(constitution.template, constitution.template_dirs, where)  # a malformed declaration: now
     return constitution

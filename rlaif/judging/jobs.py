@@ -39,9 +39,12 @@ class Job:
 
 def judge_mode(constitution, engine) -> str:
     """The constitution's label mode; endpoints without log-probs fall back to chain of thought. A reward model
-    (rm:PATH) judges in mode "reward": it scores each response alone, so no judge prompt is rendered."""
+    (rm:PATH) judges in mode "reward": it scores each response alone, so no judge prompt is rendered. A constitution
+    with `judge.mode: rating` judges in mode "rating": each response rated alone (rlaif.judging.rating)."""
     if getattr(engine, "kind", None) == "reward":
         return "reward"
+    if getattr(constitution, "mode", "pairwise") == "rating":  # each response rated alone (rlaif.judging.rating)
+        return "rating"
     if constitution.label_mode == "logprob" and not getattr(engine, "supports_logprobs", True):
         return "cot"
     return constitution.label_mode

@@ -48,7 +48,10 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
     judgment in the cache.
 
     mode "reward" (a reward model, rm:PATH, always local): no prompt is rendered; rlaif.judging.rewards scores each
-    response once, caches the rewards in rewards.jsonl beside cache_path, and gives p_a = sigmoid(r_a - r_b)."""
+    response once, caches the rewards in rewards.jsonl beside cache_path, and gives p_a = sigmoid(r_a - r_b).
+
+    mode "rating" (`judge.mode: rating`): rlaif.judging.rating rates each response alone against each drawn principle
+    (1 to 9 from the label log-probs), caches the ratings in cache_path, and gives p_a = P(R_a > R_b) + P(tie) / 2."""
     batch_size = batch_size or engine.batch_size
     counts = {} if counts is None else counts
     if mode == "reward":  # a reward model (rm:PATH): each response scored once, cached in cache/rewards.jsonl
@@ -61,6 +64,14 @@ def iter_judge(engine, pairs: Iterable[dict], constitution: Constitution, *, see
             cache.close()
         return
     cache = JudgmentCache(cache_path) if cache_path else _MemoryCache()
+    if mode == "rating":  # judge.mode rating: each response rated alone, 1 to 9, ratings in the judgment cache
+        from rlaif.judging.rating import rating_walk
+
+        try:
+            yield from rating_walk(engine, pairs, constitution, seed, cache, batch_size, mitigate, progress, counts)
+        finally:
+            cache.close()
+        return
     try:
         scored = (_prefill(engine, pairs, constitution, seed, mode, settings, cache, batch_size, mitigate, progress)
                   if getattr(engine, "remote", False) else None)
