@@ -28,6 +28,16 @@ def print_dry_run(cfg, constitution) -> int:
     out = Path(cfg.output_dir) if cfg.output_dir else None
     source = out / "pairs.jsonl" if out and (out / "pairs.jsonl").exists() else EXAMPLES
     pairs = list(islice(iter_jsonl(source), 2))
+    if constitution.mode == "rating":  # each response rated alone
+        from rlaif.judging.rating import dry_run_prompts
+
+        print(f"# constitution {constitution.path}: {len(constitution.principles)} principles, template "
+              f"{constitution.template}, mode rating; pairs from {source}")
+        for pair_id, principle_id, side, text in dry_run_prompts(pairs, constitution, cfg.seed):
+            print(f"\n===== pair {pair_id} | principle {principle_id} | response {side} "
+                  f"(sent as the user turn of the judge's chat template) =====")
+            print(text, end="")
+        return 0
     jobs = make_jobs(pairs, constitution, cfg.seed, "dry-run", constitution.label_mode,
                      judge_settings(cfg, constitution.label_mode))
     print(f"# constitution {constitution.path}: {len(constitution.principles)} principles, template "
@@ -137,6 +147,11 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         check_model(*policy, "--policy-base-url")
     if {"judge", "policy", "revise", "sft"} & set(cfg.stages) and (cfg.judge.model, cfg.judge.base_url) != policy:  # once per model
         check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")
+    if ({"judge", "revise"} & set(cfg.stages) and constitution.mode == "rating"
+            or cfg.train.reward == "judge" and "policy" in cfg.stages):  # rating labels: one token each
+        from rlaif.judging.rating import check_judge_labels
+
+        check_judge_labels(cfg.judge.model, constitution)
     if "revise" in cfg.stages:
         from rlaif.stages.revise import check
 

@@ -61,6 +61,10 @@ REWARD_POSITION_BIAS = ("zero by construction: a reward model scores each respon
                         "sigmoid(r_a - r_b) is the same number in both orders")
 
 
+RATING_POSITION_BIAS = ("zero by construction: in rating mode the judge rates each response alone (1 to 9), and "
+                        "P(a better) = P(R_a > R_b) + P(R_a = R_b) / 2 is the same number in both orders")
+
+
 def reward_model_name(args) -> str:
     """--reward-model as rm:PATH; --judge reward without it is an error."""
     name = getattr(args, "reward_model", None)
@@ -111,6 +115,9 @@ def judge_model(pairs: list[HumanPair], cfg, constitution, pool, cache_path: Pat
     if mode == "reward":  # rm:PATH
         extra.update(position_bias=REWARD_POSITION_BIAS, rewards_scored=counts["rewards_scored"],
                      rewards_reused=counts["rewards_reused"])
+    if mode == "rating":  # judge.mode: rating (rlaif.judging.rating)
+        extra.update(position_bias=RATING_POSITION_BIAS, ratings_scored=counts["ratings_scored"],
+                     ratings_reused=counts["ratings_reused"])
     return verdicts, ab, ba, [scores[p.pair_id] for p in pairs], extra
 
 

@@ -250,6 +250,11 @@ def agreement_report(root: Path, results: dict, details: dict, pairs, *, constit
                            "<code>reward</code>: it scores each response alone and P(a better) = sigmoid(r_a - r_b), "
                            "the same in both orders, so its position bias is zero by construction (position "
                            "consistency 1, prefer-first 0.5).</p>" for n, r in results.items() if r.get("mode") == "reward")
+                 + "".join(f"<p>Judge <code>{esc(n)}</code> ({esc(r.get('judge_model') or '')}) judged in mode "
+                           "<code>rating</code>: it rates each response alone against the principle, 1 to 9, read "
+                           "from the label log-probs, and P(a better) = P(R_a > R_b) + P(R_a = R_b) / 2, the same in "
+                           "both orders, so its position bias is zero by construction (position consistency 1, "
+                           "prefer-first 0.5).</p>" for n, r in results.items() if r.get("mode") == "rating")
                  + table(rows, COLUMNS)),
                 ("Agreement", img(save_png(plot_agreement(results), root / "agreement.png"), "agreement"))]
     if any(r.get("per_principle") for r in results.values()):
