@@ -237,7 +237,7 @@ def load(name_or_path: str) -> Constitution:
         render(constitution.template, where, dirs=constitution.template_dirs, principle=p,
                **(RATING_SAMPLE if judge_mode == "rating" else SAMPLE))
     if judge_mode == "rating":
-        from rlaif.judging.rating import template_labels
+        from rlaif.judging.templates import template_labels
 
         template_labels(constitution.template, constitution.template_dirs, where)  # a malformed declaration: now
     return constitution

@@ -35,11 +35,10 @@ from rlaif.engines.base import LabelClash
 from rlaif.errors import RlaifError
 from rlaif.judging.constitution import Constitution, Principle
 from rlaif.judging.scores import is_identical, principle_hash, verdict_of
-from rlaif.judging.templates import environment, renderer, slotted
+from rlaif.judging.templates import renderer, slotted, template_labels
 
 RATING_VERSION = "rating-v1"  # in every key
 DEFAULT_TEMPLATE = "rating.j2"
-DEFAULT_LABELS = tuple(str(k) for k in range(1, 10))
 SLOTS = ("prompt", "response")
 CHUNK = 64  # pairs rendered and looked up together in the judge stage
 
@@ -82,44 +81,6 @@ def p_better(pa: Sequence[float] | None, pb: Sequence[float] | None) -> float | 
 
 
 # ---------------------------------------------------------------- the labels
-
-def template_labels(template: str, dirs: tuple, where: str = "") -> tuple[str, ...]:
-    """The labels a rating template declares with a top-level `{% set labels = ["1", ...] %}` (in it, or in a
-    template it extends; the nearest wins); DEFAULT_LABELS when none does."""
-    from jinja2 import TemplateError, nodes
-
-    env = environment(tuple(map(str, dirs)), True)
-    name, seen = template, set()
-    while name and name not in seen:
-        seen.add(name)
-        try:
-            source, filename, _ = env.loader.get_source(env, name)
-            tree = env.parse(source)
-        except TemplateError:
-            return DEFAULT_LABELS  # rendering reports it
-        parent = None
-        for node in tree.body:
-            if isinstance(node, nodes.Extends):
-                parent = node.template.value if isinstance(node.template, nodes.Const) else None
-            if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name) and node.target.name == "labels":
-                return _labels(node.node, f"{filename}:{node.lineno}")
-        name = parent
-    return DEFAULT_LABELS
-
-
-def _labels(node, where: str) -> tuple[str, ...]:
-    from jinja2 import nodes
-
-    fix = 'write them as a list of distinct strings, worst first, e.g. {% set labels = ["1", "2", "3", "4", "5"] %}'
-    if not isinstance(node, (nodes.List, nodes.Tuple)) or not all(
-            isinstance(i, nodes.Const) and isinstance(i.value, str) for i in node.items):
-        raise RlaifError("the rating labels must be a literal list of strings", where, fix)
-    labels = tuple(i.value for i in node.items)
-    if len(labels) < 2 or len(set(labels)) != len(labels) or any(not s or s != s.strip() for s in labels):
-        raise RlaifError(f"the rating labels {list(labels)} must be at least two distinct non-empty strings without "
-                         "surrounding spaces", where, fix)
-    return labels
-
 
 def check_labels(tok, labels: Sequence[str], template: str, where: str) -> None:
     """Each label must be one token of the judge's tokenizer (its probability is read from one next-token
