@@ -155,12 +155,22 @@ def _replica_pids(cluster: Cluster, want: int) -> list[int]:
         time.sleep(0.05)
 
 
+def _no_replicas_left(cluster: Cluster) -> None:
+    """Wait until a killed driver's actors are gone (Ray stops an owner's actors when the owner dies)."""
+    deadline = time.time() + 60
+    while _replica_pids(cluster, 0) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _replica_pids(cluster, 0), "the killed driver's replicas are still alive"
+
+
 @ON_CLUSTER
-def test_a_killed_replica_then_a_killed_driver_lose_and_duplicate_nothing(cluster, local, tmp_path):
-    """The judge stage, all of it to do (the local run's pairs, an empty cache). Mid-stage one replica's worker is
-    killed: Ray restarts it and retries its block, and the driver goes on appending blocks in order, so the cache is
-    always a prefix of the local run's (nothing lost, nothing twice). Then the driver is killed with -9, and a rerun
-    does only the missing work and leaves the local run's files."""
+def test_a_killed_driver_then_a_killed_replica_lose_and_duplicate_nothing(cluster, local, tmp_path):
+    """The judge stage, all of it to do (the local run's pairs, an empty cache). The driver is killed with -9 as
+    soon as its first block is stored: the cache is a prefix of the local run's. The rerun does only the missing
+    work, and mid-rerun one replica's worker is killed: Ray restarts it and retries its block, and the driver goes
+    on appending blocks in order, so the rerun ends with the local run's files (nothing lost, nothing twice).
+    (Killing the driver first: after a replica's death the other replica's blocks wait for the retried one and are
+    then stored at once, so a driver killed after it can find the stage already done.)"""
     out = tmp_path / "run"
     out.mkdir()
     shutil.copy(local / "pairs.jsonl", out / "pairs.jsonl")
@@ -168,26 +178,31 @@ def test_a_killed_replica_then_a_killed_driver_lose_and_duplicate_nothing(cluste
     reference = _lines(local / "cache" / "judgments.jsonl")
     assert len(reference) == len(expected) >= 12  # every judgment its own text: one cache record each
     cache = out / "cache" / "judgments.jsonl"
-    proc = subprocess.Popen(pipeline_cmd(*RUN, "--stages", "judge", "--output-dir", out, *_ray(cluster)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=tmp_path)
+    cmd = pipeline_cmd(*RUN, "--stages", "judge,preferences", "--output-dir", out, *_ray(cluster))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=tmp_path)
     try:
-        before = len(_wait(proc, cache, 1))
-        pids = _replica_pids(cluster, 2)
-        assert pids, "no replica process found"
-        os.kill(pids[0], signal.SIGKILL)
-        assert before < len(reference), "the replica was killed after the stage had finished"
-        lines = _wait(proc, cache, before + 2)  # the stage goes on past the killed replica's block
+        _wait(proc, cache, 1)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
         proc.kill()
     lines = _lines(cache)
-    assert len(lines) < len(reference), "the driver was killed after the stage had finished"
+    assert 0 < len(lines) < len(reference), "the driver was killed after the stage had finished"
     assert lines == reference[:len(lines)]  # in order, no gap, no duplicate
     assert not (out / "judgments.jsonl").exists()
-    rerun = subprocess.run(pipeline_cmd(*RUN, "--stages", "judge,preferences", "--output-dir", out, *_ray(cluster)),
-                           capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=900)
-    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    _no_replicas_left(cluster)
+
+    rerun = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=tmp_path)
+    try:
+        _wait(rerun, cache, len(lines) + 1)  # the replicas are at work
+        pids = _replica_pids(cluster, 2)
+        assert pids, "no replica process found"
+        os.kill(pids[0], signal.SIGKILL)
+        assert len(_lines(cache)) < len(reference), "the replica was killed after the stage had finished"
+        _, err = rerun.communicate(timeout=900)
+    finally:
+        rerun.kill()
+    assert rerun.returncode == 0, err[-4000:].decode()
     judge = json.loads((out / "summary.json").read_text())["judge"]
     assert judge["judged"] == len(reference) - len(lines) and judge["reused"] == len(lines)  # only the missing work
     assert _lines(cache) == reference
