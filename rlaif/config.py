@@ -116,6 +116,9 @@ class TrainConfig:
                      choices=("reward_model", "judge"))
     num_generations: int = _f(2, "Completions sampled per prompt by grpo and rloo (the group size; trl's GRPO default is "
                               "8, 2 keeps a CPU step short).", minimum=2)
+    rounds: int = _f(1, "Iterative DPO: rounds of generate, judge, preferences and DPO, each round's pairs sampled from "
+                     "the policy the round before trained, each round in RUN/rounds/<r>/ (see README, DPO in rounds). "
+                     "1: one round, in RUN itself.", minimum=1, run_only=True)
     max_steps: int | None = _f(None, f"Optimizer steps per trainer (reward and policy). Default: {DEFAULT_MAX_STEPS}, "
                                "unless num_train_epochs is given (then the epochs decide; giving both is refused, as "
                                "trl would silently ignore the epochs).", minimum=1)

@@ -60,6 +60,9 @@ def print_principles(constitution) -> int:
 
 
 def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
+    from rlaif.stages import rounds
+
+    rounds.check(cfg)  # --rounds N with what cannot run in rounds: one line, exit 2, nothing written
     constitution = constitution_mod.load(cfg.constitution)
     if list_principles:
         return print_principles(constitution)
@@ -88,6 +91,10 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
 
         eval_prompts = splits.resolve(run, train_prompts if {"generate", "revise"} & set(cfg.stages) else [], eval_prompts)
     created = not root.exists()
+    rounds.check_folder(cfg, run)
+    if cfg.train.rounds > 1:  # iterative DPO: each round in RUN/rounds/<r>/ (rlaif/stages/rounds.py)
+        return rounds.run_rounds(cfg, constitution, run, train_prompts, eval_prompts, uses_prompts, created,
+                                 run_stages=_run, engine_plan=engine_plan)
     from rlaif.engines.factory import EnginePool
 
     pool = EnginePool(cfg, plan=engine_plan(cfg, run))
@@ -138,7 +145,10 @@ def _stage(run: Run, name: str, started: float, info: dict, cfg, constitution) -
           file=sys.stderr)
 
 
-def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_prompts: bool) -> int:
+def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_prompts: bool, generate_seed=None,
+         eval_base=None) -> int:
+    """generate_seed: the sampling seed of the generate stage (default --seed); eval_base: the model the trained
+    policy is evaluated against (default the policy it starts from). --rounds N sets both per round."""
     # Validate models before writing anything: a missing folder or endpoint URL fails here, with no run folder made.
     from rlaif.engines.factory import check_model
 
@@ -184,7 +194,8 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         t = time.time()
         engine = pool.replicated(cfg.generate.model, cfg.generate.base_url)
         tokens0 = engine.stats.get("completion_tokens", 0)
-        counts = run_generate(engine, train_prompts, run.pairs, seed=cfg.seed, batch_size=cfg.generate.batch_size,
+        counts = run_generate(engine, train_prompts, run.pairs, seed=cfg.seed if generate_seed is None else generate_seed,
+                              batch_size=cfg.generate.batch_size,
                               max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
                               top_p=cfg.generate.top_p, samples_per_prompt=cfg.generate.samples_per_prompt,
                               pairing=cfg.generate.pairing, samples=run.samples)
@@ -257,7 +268,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         from rlaif.stages.train import run_training
 
         run_training(cfg, constitution, run, pool, eval_prompts,
-                     lambda *a: _stage(*a, cfg, constitution))
+                     lambda *a: _stage(*a, cfg, constitution), eval_base)
     if (run.root / "splits.json").exists():
         from rlaif.store import splits
 

@@ -47,6 +47,9 @@ CASES = {
     "config-unknown-key": (None, None, ["--config", "CONFIG:judge:\n  modle: x\n"], "judge.modle"),
     "config-wrong-type": (None, None, ["--config", "CONFIG:seed: abc\n"], "`seed` must be int"),
     "missing-constitution": (None, None, ["--constitution", "no_such_constitution"], "constitution file not found"),
+    "zero-rounds": (None, None, ["--rounds", "0"], "--rounds must be positive"),
+    "rounds-with-ppo": (None, None, ["--rounds", "2", "--algo", "ppo"], "--algo is ppo"),
+    "rounds-without-policy": (None, None, ["--rounds", "2"], "--stages lacks policy"),
 }
 
 

@@ -53,7 +53,7 @@ def write(run: Run) -> None:
     columns[2:2] = ["prompts", "revised", "unrevised", "from_revisions", "from_sft_data"]
     # One column per stage, in run order, and one row per figure that some stage has: each stage fills only a few
     # of the ~20 figures, so stages as rows made a table wider than the page.
-    sections = [("Stages", report.table(stages, columns, drop_empty=True, transpose=True))]
+    sections = [("Stages", report.table(stages, columns, drop_empty=True, transpose=True))] if stages else []  # rounds: none
     figures = {k: summary.get(k) for k in ("position_consistency", "first_position_rate", "mean_kept_margin")}
     if any(v is not None for v in figures.values()):
         from rlaif.stages.preferences import weak_signal_warning
@@ -81,6 +81,12 @@ def write(run: Run) -> None:
                          "<p>policy_win_rate: the trained policy against the base policy on held-out prompts, judged "
                          "in both orders (0.5 is a draw). reward_*: mean reward under the trained reward model. "
                          "With the embedded 135M judge these sit near chance; read them as such.</p>"))
+    if summary.get("rounds"):  # --rounds N: one row per round, each round's own report in rounds/<r>/report.html
+        sections.append(("DPO in rounds", report.table(summary["rounds"], [
+            "round", "pairs", "kept", "seconds", "win_rate_vs_base", "position_consistency", "policy_start"]) +
+            "<p>win_rate_vs_base: each round's policy against the same base policy (round 1's starting policy) on "
+            "the held-out prompts, judged in both orders (0.5 is a draw). Each round's files, and its own report, "
+            "are in rounds/&lt;round&gt;/.</p>"))
     first, scores = array("d"), array("d")  # streamed: a run of any size is read in constant memory
     principles = _per_principle(iter_jsonl(run.judgments), first)
     top = heapq.nlargest(5, (r for r in iter_jsonl(run.preferences_jsonl)  # revision rows may have no score

@@ -28,7 +28,9 @@ def _load_preferences(run):
     return load_from_disk(str(run.preferences))
 
 
-def run_training(cfg, constitution, run, pool, eval_prompts: list[str], stage) -> None:
+def run_training(cfg, constitution, run, pool, eval_prompts: list[str], stage, eval_base: tuple | None = None) -> None:
+    """eval_base: (model, base_url) the trained policy is evaluated against; default the policy it started from
+    (--rounds N passes round 1's, so every round is measured against the same base)."""
     from rlaif.training.trainers import train_policy, train_reward
 
     base = _base_model(cfg)
@@ -53,7 +55,7 @@ def run_training(cfg, constitution, run, pool, eval_prompts: list[str], stage) -
             info["reward_share_of_step"] = round(reward.seconds / steps_seconds, 3) if steps_seconds else None
         pool.done("policy")  # the judge, alive through training with --reward judge
         if _is_main_process():
-            info["evaluation"] = evaluate(cfg, constitution, run, pool, eval_prompts or [])
+            info["evaluation"] = evaluate(cfg, constitution, run, pool, eval_prompts or [], eval_base)
             for key in ("policy_win_rate", "reward_base", "reward_policy"):
                 run.update_summary(key, info["evaluation"][key])
         stage(run, "policy", t, info)
@@ -108,7 +110,7 @@ def head_to_head(cfg, constitution, pool, prompts: list[str], a: tuple, b: tuple
     return pairs, judgments, pair_scores(pairs, judgments, constitution), out_a, out_b
 
 
-def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
+def evaluate(cfg, constitution, run, pool, prompts: list[str], base: tuple | None = None) -> dict:
     """The trained policy against the base policy on held-out prompts, judged in both orders by the
     judge, and both scored by the trained reward model."""
     from rlaif.judging.scores import win_rate
@@ -120,7 +122,7 @@ def evaluate(cfg, constitution, run, pool, prompts: list[str]) -> dict:
     t = time.time()
     # One model at a time: the trained policy, then the base (kept if the judge is the same model), then the judge.
     pairs, judgments, scores, policy_out, base_out = head_to_head(
-        cfg, constitution, pool, prompts, (str(run.policy), None), (cfg.generate.model, cfg.generate.base_url),
+        cfg, constitution, pool, prompts, (str(run.policy), None), base or (cfg.generate.model, cfg.generate.base_url),
         ("eval-policy", "eval-base", "eval-judge"), "eval", "eval")
     rate, counts = win_rate(list(scores.values()))
     r_policy = reward_scores(run.reward_model, prompts, policy_out) if (run.reward_model / "config.json").exists() else []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 # Settings that do not change the trained weights: a rerun may change them and still resume.
-_NEUTRAL = {"eval_prompts", "report_to", "threads", "save_steps"}
+_NEUTRAL = {"eval_prompts", "report_to", "threads", "save_steps", "rounds"}  # rounds: how many, not how one trains
 
 
 def folder(out_dir: Path) -> Path:
