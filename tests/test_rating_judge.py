@@ -205,3 +205,38 @@ def test_a_two_token_label_is_one_line_and_exit_2_before_anything_is_written(tmp
     assert code == 2 and len(err) == 1, err
     assert "'10' is 2 tokens ('1', '0')" in err[0] and "ten.j2" in err[0] and "set labels" in err[0], err
     assert not out.exists()
+
+
+def test_judge_reward_rates_trl_batches_per_prompt_through_the_cache(tmp_path, rating_constitution):
+    """--reward judge's reward function, called as trl's GRPOTrainer calls it (conversational prompts and
+    completions): the same principles for every completion of a prompt, rewards that do not depend on the order or
+    grouping of the batch, and counts that add up."""
+    from rlaif.judging.rating import Rater
+    from rlaif.store.splits import prompt_id
+    from rlaif.training.judge_reward import JudgeReward
+
+    engine = FakeEngine()
+    rater = Rater(engine, rating_constitution, seed=0, cache_path=tmp_path / "cache.jsonl", batch_size=3)
+    reward = JudgeReward(rater, engine.identity)
+    questions = [p["prompt"] for p in PAIRS[:3]]
+    answers = [[p["response_a"], p["response_b"]] for p in PAIRS[:3]]  # a group of 2 per prompt
+    prompts = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": q}]
+               for q in questions for _ in range(2)]
+    completions = [[{"role": "assistant", "content": a}] for group in answers for a in group]
+    got = reward(prompts, completions, completion_ids=None)
+    assert len(got) == 6 and all(isinstance(r, float) and 0 <= r <= 1 for r in got)
+    # the rater on the plain texts, each prompt's principles drawn once for the whole group
+    draws = [rating_constitution.sample(f"reward-{prompt_id(q)}", 0) for q in questions]
+    assert all(len(d) == 2 for d in draws)  # principles_per_comparison: 2
+    rows = rater.ratings([(q, a, f"reward-{prompt_id(q)}") for q, group in zip(questions, answers) for a in group])
+    assert [[pid for pid, _, _ in row] for row in rows] == [[p.id for p, _ in d] for d in draws for _ in range(2)]
+    assert got == pytest.approx([sum(r for _, _, r in row) / len(row) for row in rows], abs=1e-12)
+    assert rater.calls == 12 and reward.counts()["reward_calls"] == 12  # 6 completions x 2 principles, once each
+    # reversed and split into two calls: the same reward for each completion, all of it from the cache
+    back = reward(prompts[3:][::-1], completions[3:][::-1]) + reward(prompts[:3][::-1], completions[:3][::-1])
+    assert back == pytest.approx(got[3:][::-1] + got[:3][::-1], abs=1e-12)
+    counts = reward.counts()
+    assert counts["reward_calls"] == 12 and counts["reward_cache_hits"] == 12 + 12 and counts["reward_seconds"] >= 0
+    assert reward.trace == [round(sum(got) / 6, 4), round(sum(got[3:]) / 3, 4), round(sum(got[:3]) / 3, 4)]
+    assert engine.calls["label_logprobs"] == 12
+    rater.close()
