@@ -210,3 +210,32 @@ def test_a_k2_folder_refuses_k4_and_keeps_its_files(tmp_path, mini_constitution,
     assert _run(out, mini_constitution, prompts_file, "--samples-per-prompt", 4) == 2
     assert "--output-dir" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_the_reward_models_held_out_pairs_are_split_by_prompt():
+    """With --keep all-pairs a prompt has several preferences: none of a held-out prompt's pairs may be trained on
+    (reward_accuracy would count pairs whose prompt the model saw). One pair per prompt: the row split as before."""
+    from datasets import Dataset
+
+    from rlaif.training.trainers import held_out_split
+
+    def rows(prompts):
+        return Dataset.from_list([{"prompt": [{"role": "user", "content": q}],
+                                   "chosen": [{"role": "assistant", "content": f"good {i}"}],
+                                   "rejected": [{"role": "assistant", "content": f"bad {i}"}]}
+                                  for i, q in enumerate(prompts)])
+
+    unique = rows([f"q{i}" for i in range(12)])
+    train, held = held_out_split(unique, 0.25, seed=3)
+    old = unique.train_test_split(test_size=3, seed=3)  # what the reward stage did before: K = 2 is unchanged
+    assert train.to_list() == old["train"].to_list() and held.to_list() == old["test"].to_list()
+
+    shared = rows([f"q{i // 6}" for i in range(48)])  # 8 prompts, 6 kept pairs each (K = 4, all pairs)
+    for seed in range(5):
+        train, held = held_out_split(shared, 0.25, seed=seed)
+        seen = {r["prompt"][0]["content"] for r in train}
+        out = {r["prompt"][0]["content"] for r in held}
+        assert not seen & out and len(out) == 2 and len(held) == 12 and len(train) == 36
+        assert sorted(r["chosen"][0]["content"] for r in [*train, *held]) == sorted(
+            r["chosen"][0]["content"] for r in shared)  # every pair on exactly one side
+    assert held_out_split(shared, 0.0, seed=0)[1] is None

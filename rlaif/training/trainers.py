@@ -162,6 +162,33 @@ def _mean_logged(history: list, key: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _share(n: int, fraction: float) -> int:
+    return 0 if n < 2 or fraction <= 0 else min(n - 1, max(1, round(fraction * n)))
+
+
+def held_out_split(pairs, fraction: float, seed: int):
+    """(train, held out or None) for the reward model's accuracy, split by prompt: a prompt's pairs are all on
+    one side, so no held-out pair's prompt was trained on (with --keep all-pairs a prompt has several). When every
+    prompt has one pair, a seeded row split of `fraction` of them (as before); otherwise `fraction` of the
+    distinct prompts, drawn with the seed, and their pairs."""
+    import json
+    import random
+
+    keys = [json.dumps(p, sort_keys=True) for p in pairs["prompt"]]
+    if len(set(keys)) == len(keys):
+        n_eval = _share(len(keys), fraction)
+        if not n_eval:
+            return pairs, None
+        split = pairs.train_test_split(test_size=n_eval, seed=seed)
+        return split["train"], split["test"]
+    prompts = list(dict.fromkeys(keys))
+    held = set(random.Random(seed).sample(prompts, _share(len(prompts), fraction)))
+    if not held:
+        return pairs, None
+    return (pairs.select([i for i, k in enumerate(keys) if k not in held]),
+            pairs.select([i for i, k in enumerate(keys) if k in held]))
+
+
 def train_reward(base_model: str, dataset, out_dir: Path, cfg: TrainConfig, seed: int) -> dict:
     """Train a Bradley-Terry reward model on preference pairs; report held-out pairwise accuracy."""
     state, staging, common = _setup(cfg, seed, out_dir)
@@ -169,14 +196,8 @@ def train_reward(base_model: str, dataset, out_dir: Path, cfg: TrainConfig, seed
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
-    pairs = _pairs(dataset)
-    n = len(pairs)
-    n_eval = 0 if n < 2 or cfg.eval_fraction <= 0 else min(n - 1, max(1, round(cfg.eval_fraction * n)))
-    if n_eval:
-        split = pairs.train_test_split(test_size=n_eval, seed=seed)
-        train, held = split["train"], split["test"]
-    else:
-        train, held = pairs, None
+    train, held = held_out_split(_pairs(dataset), cfg.eval_fraction, seed)
+    n_eval = len(held) if held is not None else 0
     tok = load_tokenizer(base_model)
     # Tokenize here (truncating, where RewardTrainer would drop long pairs) so that training and
     # `reward_scores` see exactly the same ids.
