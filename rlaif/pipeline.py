@@ -68,11 +68,13 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
         return print_principles(constitution)
     if dry_run:
         return print_dry_run(cfg, constitution)
-    if cfg.executor == "ray":  # before anything is read or written: Ray missing, or no cluster at the address,
-        from rlaif.engines.replicas import check_address, import_ray  # is one line and exit 2
-
+    if cfg.executor == "ray":  # before anything is read or written: Ray missing, no cluster at the address, or
+        from rlaif.engines.replicas import check_address, check_cluster, import_ray  # replicas it cannot hold,
+        # is one line and exit 2
         import_ray()
         check_address(cfg.ray.address)
+        if {"generate", "judge", "revise"} & set(cfg.stages):
+            check_cluster(cfg)
     prompts = load_prompts(cfg.generate.prompts, cfg.generate.num_prompts + cfg.train.eval_prompts
                            if cfg.generate.num_prompts else 0) if {"generate", "policy", "revise", "sft"} & set(cfg.stages) else []
     train_prompts = prompts[:cfg.generate.num_prompts] if cfg.generate.num_prompts else prompts

@@ -48,6 +48,7 @@ CASES = {
     "config-wrong-type": (None, None, ["--config", "CONFIG:seed: abc\n"], "`seed` must be int"),
     "missing-constitution": (None, None, ["--constitution", "no_such_constitution"], "constitution file not found"),
     "zero-rounds": (None, None, ["--rounds", "0"], "--rounds must be positive"),
+    "zero-ray-replicas": (None, None, ["--executor", "ray", "--ray-replicas", "0"], "--ray-replicas must be positive"),
     "rounds-with-ppo": (None, None, ["--rounds", "2", "--algo", "ppo"], "--algo is ppo"),
     "rounds-without-policy": (None, None, ["--rounds", "2"], "--stages lacks policy"),
 }

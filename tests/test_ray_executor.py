@@ -86,9 +86,9 @@ def _run(out: Path, *extra, stages="generate,judge,preferences", cwd=None):
     return proc
 
 
-def _ray(cluster: Cluster, replicas=2):
+def _ray(cluster: Cluster, replicas=2, cpus=1):
     return ("--executor", "ray", "--ray-address", cluster.address, "--ray-replicas", replicas,
-            "--ray-cpus-per-replica", 1)
+            "--ray-cpus-per-replica", cpus)
 
 
 @pytest.fixture(scope="module")
@@ -105,16 +105,17 @@ def _same_files(a: Path, b: Path, names=FILES):
 
 
 @ON_CLUSTER
-def test_two_replicas_write_the_local_files_byte_for_byte(cluster, local, tmp_path):
+@pytest.mark.parametrize("replicas, cpus", [(2, 1), (3, 0.5)])
+def test_replicas_write_the_local_files_byte_for_byte(cluster, local, tmp_path, replicas, cpus):
     out = tmp_path / "run"
-    proc = _run(out, *_ray(cluster))
+    proc = _run(out, *_ray(cluster, replicas, cpus))
     _same_files(local, out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["judge"]["judged"] == summary["judge"]["judgments"] > 0  # all of it judged on the replicas
-    assert summary["judge"]["engine"]["replicas"] == 2 and summary["judge"]["engine"]["executor"] == "ray"
+    assert summary["judge"]["engine"]["replicas"] == replicas and summary["judge"]["engine"]["executor"] == "ray"
     here = json.loads((local / "summary.json").read_text())
     assert summary["generate"]["completion_tokens"] == here["generate"]["completion_tokens"] > 0  # replicas' counts
-    assert "judge (2 replicas)" in proc.stderr  # its own progress bar
+    assert f"judge ({replicas} replicas)" in proc.stderr  # its own progress bar
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -207,6 +208,8 @@ def test_a_killed_driver_then_a_killed_replica_lose_and_duplicate_nothing(cluste
     assert judge["judged"] == len(reference) - len(lines) and judge["reused"] == len(lines)  # only the missing work
     assert _lines(cache) == reference
     _same_files(local, out, ("judgments.jsonl", "preferences.jsonl"))
+    print(f"ray faults: {len(lines)} of {len(reference)} cache rows stored when the driver was killed; the rerun judged "
+          f"{judge['judged']} and reused {judge['reused']}; {len(_lines(cache))} rows after it, the local run's")  # -s
 
 
 def test_without_ray_installed_one_line_and_exit_2(tmp_path):
@@ -233,4 +236,20 @@ def test_an_address_with_no_cluster_is_one_line_and_exit_2(tmp_path, address, sa
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "--ray-address" in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@ON_CLUSTER
+@pytest.mark.parametrize("extra, says", [(("--ray-gpus-per-replica", 1), "2 replicas of 1 GPUs each do not fit"),
+                                         (("--ray-replicas", 3), "3 replicas of 1 CPUs each do not fit")])
+def test_replicas_the_cluster_cannot_hold_are_one_line_and_exit_2(cluster, tmp_path, extra, says):
+    """The test cluster has 2 CPUs and no GPU: Ray would wait for such replicas for ever; we stop first, with one line
+    naming the flags, and nothing written."""
+    proc = subprocess.run(pipeline_cmd(*RUN, "--stages", "generate,judge", "--output-dir", tmp_path / "run",
+                                       *_ray(cluster), *extra), capture_output=True, text=True, env=ENV, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert says in lines[0] and "--ray-replicas/--ray-" in lines[0] and "fix:" in lines[0], proc.stderr
     assert not (tmp_path / "run").exists()

@@ -86,6 +86,27 @@ def connect(address: str | None) -> None:
     ctx.enable_progress_bars = False  # the stages' own bars count rows
 
 
+def check_cluster(cfg) -> None:
+    """Join the cluster now, and refuse replicas it cannot place: one line before anything is written, where Ray
+    would otherwise wait for the resources for ever (an actor pool of N replicas starts only when all N fit). The
+    check is against the nodes alive now; an autoscaling cluster that would add them later is not foreseen."""
+    connect(cfg.ray.address)
+    ray = import_ray()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for kind, flag, need in (("GPU", "--ray-gpus-per-replica", cfg.ray.gpus_per_replica),
+                             ("CPU", "--ray-cpus-per-replica", cfg.ray.cpus_per_replica)):
+        if not need:
+            continue
+        have = [n.get(kind, 0.0) for n in nodes]
+        fits = sum(int(h / need + 1e-9) for h in have)  # replicas that the nodes can hold side by side
+        if fits < cfg.ray.replicas:
+            where = f"the cluster at {cfg.ray.address}" if cfg.ray.address else "the local Ray instance"
+            raise RlaifError(f"{cfg.ray.replicas} replicas of {need:g} {kind}s each do not fit {where}: its "
+                             f"{len(nodes)} node(s) have {', '.join(f'{h:g}' for h in have)} {kind}s, room for "
+                             f"{fits} replica(s)", f"--ray-replicas/{flag}",
+                             f"ask for fewer replicas or fewer {kind}s each, or add nodes to the cluster")
+
+
 def _probe(cfg, spec: tuple, build) -> dict:
     engine = build(cfg, spec)
     try:
