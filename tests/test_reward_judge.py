@@ -160,6 +160,8 @@ def test_pipeline_and_agreement_with_a_reward_model_judge(rm_folder, mini_consti
     summary = json.loads((out / "summary.json").read_text())
     assert summary["judge"]["mode"] == "reward" and summary["judge"]["rewards_scored"] == 10
     assert (out / "preferences").is_dir()
+    page = (out / "report.html").read_text()  # the run's own report says it too, with the calls per preference
+    assert "position bias is zero by construction" in page and "judge_calls_per_preference" in page
 
     ag = tmp_path / "agreement"
     assert run_cli("agreement", "--constitution", mini_constitution, "--human", FIXTURE, "--judge-model",

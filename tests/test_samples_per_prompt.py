@@ -1,5 +1,6 @@
 """--samples-per-prompt K > 2: samples.jsonl, --pairing, the Bradley-Terry ranking and --keep, with the counting
-fake engine (the embedded model's runs are in test_samples_embedded.py)."""
+fake engine (the embedded model's runs: test_trust.py::test_four_samples_per_prompt_do_not_depend_on_the_batch_size
+and test_resume.py::test_kill_during_generate_with_four_samples_per_prompt_then_resume)."""
 
 import json
 from itertools import combinations

@@ -54,7 +54,8 @@ def write(run: Run) -> None:
     # One column per stage, in run order, and one row per figure that some stage has: each stage fills only a few
     # of the ~20 figures, so stages as rows made a table wider than the page.
     sections = [("Stages", report.table(stages, columns, drop_empty=True, transpose=True))] if stages else []  # rounds: none
-    figures = {k: summary.get(k) for k in ("position_consistency", "first_position_rate", "mean_kept_margin")}
+    figures = {k: summary.get(k) for k in ("position_consistency", "first_position_rate", "mean_kept_margin",
+                                           "judge_calls_per_preference")}
     if any(v is not None for v in figures.values()):
         from rlaif.stages.preferences import weak_signal_warning
 
@@ -65,7 +66,11 @@ def write(run: Run) -> None:
                          "<p>position_consistency: the share of judged pairs whose two orders agree on the winner "
                          "(below 0.6 the judge mostly follows position, not content). first_position_rate: the mean "
                          "P(response shown first is better); 0.5 is no position bias. mean_kept_margin: the mean "
-                         "|score - 0.5| of the pairs kept as preferences.</p>"))
+                         "|score - 0.5| of the pairs kept as preferences. judge_calls_per_preference: the judgments "
+                         "the scores used (both orders, every principle) per kept preference.</p>" +
+                         ("<p>The judge is a reward model (<code>rm:</code>): it scores each response alone, so both "
+                          "orders give the same number and position bias is zero by construction.</p>"
+                          if summary.get("judge", {}).get("mode") == "reward" else "")))
     cai = [{"figure": k, **summary[s]["evaluation"]} for k, s in (("revision_win_rate", "revise"), ("sft_win_rate", "sft"))
            if isinstance(summary.get(s, {}).get("evaluation"), dict)]
     if cai:
