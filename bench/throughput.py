@@ -171,12 +171,15 @@ def main() -> int:
     _, result["hf_tokens_per_s_rounds"] = rates(hf, rounds)
     result["hf_tokens_per_s"] = statistics.median(result["hf_tokens_per_s_rounds"])
     vl, result["vllm_start_s"] = timed(VLLMEngine, path, identity, dtype=args.dtype, enable_prefix_caching=True)
+    result["vllm_start_parts_s"] = {k: round(v, 2) for k, v in vl.start.items()}  # import, tokenizer, LLM(...)
     v_all, result["vllm_tokens_per_s_rounds"] = rates(vl, rounds)
     v_outs = v_all[:n_prompts], v_all[n_prompts:]
     result["vllm_tokens_per_s"] = statistics.median(result["vllm_tokens_per_s_rounds"])
     result["generation_ratio"] = result["vllm_tokens_per_s"] / result["hf_tokens_per_s"]
     print(f"generation: hf {result['hf_tokens_per_s']:.0f} tok/s, vllm {result['vllm_tokens_per_s']:.0f} tok/s "
-          f"(starts: hf {result['hf_start_s']:.1f} s, vllm {result['vllm_start_s']:.1f} s)", flush=True)
+          f"(starts: hf {result['hf_start_s']:.1f} s, vllm {result['vllm_start_s']:.1f} s: "
+          + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in result["vllm_start_parts_s"].items()) + ")",
+          flush=True)
 
     # 2. judge: log-prob vs chain of thought, same pairs, both orders, on vLLM now and on HF once vLLM is gone
     pairs = [{"pair_id": f"b{i}", "prompt": p, "response_a": a, "response_b": b}

@@ -126,6 +126,18 @@ def engine_plan(cfg, run: Run) -> list:
     return [(step, needs.get(step, [])) for step in steps]
 
 
+def _work_seconds(stage: str, seconds: float, start: dict) -> float:
+    """The stage's seconds less its engines' start (what tokens/s and seconds per pair are made of). When a vLLM
+    engine's start took longer than the work it then did, one line says that --engine hf is faster at this size."""
+    work = max(seconds - start["seconds"], 1e-9)
+    slow = [s for s in start["engines"] if s["engine"].endswith("vllm") and s["seconds"] > work]
+    if slow:
+        print(f"rlaif: hint: vLLM took {slow[0]['seconds']:.1f} s to start, longer than the {stage} stage's "
+              f"{work:.1f} s of work after it; for runs this small --engine hf is faster (it starts in seconds), "
+              "or --vllm enforce_eager=true (no compile: a shorter start, slower after it)", file=sys.stderr)
+    return work
+
+
 def _stage(run: Run, name: str, started: float, info: dict, cfg, constitution) -> None:
     """Record a finished stage: the resolved config and frozen constitution it ran with, its counts, its marker.
     Every version of the constitution the folder has seen stays in constitutions/<sha256[:12]>.yaml."""
@@ -194,6 +206,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         from rlaif.stages.generate import pair_id, run_generate
 
         t = time.time()
+        pool.take_starts()  # engines built before this stage are not its start
         engine = pool.replicated(cfg.generate.model, cfg.generate.base_url)
         tokens0 = engine.stats.get("completion_tokens", 0)
         counts = run_generate(engine, train_prompts, run.pairs, seed=cfg.seed if generate_seed is None else generate_seed,
@@ -205,9 +218,11 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         # On disk, in prompt order (with K > 2, pairs.jsonl was just written whole for these prompts)
         pairs = PairsFile(run.pairs, (pair_id(i, p) for i, p in enumerate(train_prompts))
                           if cfg.generate.samples_per_prompt == 2 else None)
-        seconds = time.time() - t
+        start = pool.take_starts()
+        seconds = _work_seconds("generate", time.time() - t, start)
         _stage(run, "generate", t, {**counts, "model": cfg.generate.model, "completion_tokens": tokens,
                                     "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] and tokens else None,
+                                    "engine_start_seconds": start["seconds"], "engine_start": start["engines"],
                                     "truncated_prompts": engine.stats.get("truncated", 0)}, cfg, constitution)
         pool.done("generate")  # released unless the judge is the same model
         del engine
@@ -218,6 +233,7 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         from rlaif.judging.jobs import judge_mode, judge_settings
 
         t = time.time()
+        pool.take_starts()
         engine = pool.replicated(cfg.judge.model, cfg.judge.base_url, judge=True)
         mode = judge_mode(constitution, engine)
         run.judgment_cache.parent.mkdir(parents=True, exist_ok=True)
@@ -227,9 +243,11 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
                                                      batch_size=cfg.judge.batch_size, counts=counts))
         print(f"rlaif: judge: reused {counts['reused']} judgments from the cache, judged {counts['judged']}",
               file=sys.stderr)
-        seconds = time.time() - t
+        start = pool.take_starts()
+        seconds = _work_seconds("judge", time.time() - t, start)
         _stage(run, "judge", t, {**counts, "mode": mode, "pairs": len(pairs),
                                  "seconds_per_pair": round(seconds / len(pairs), 3) if counts["judged"] and pairs else None,
+                                 "engine_start_seconds": start["seconds"], "engine_start": start["engines"],
                                  "engine": getattr(engine, "stats", {})}, cfg, constitution)
         pool.done("judge")
         del engine

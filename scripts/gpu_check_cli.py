@@ -233,6 +233,19 @@ def main(args) -> int:
         weights = (folder / "policy").is_dir() and changed(policy, folder / "policy")
         print(f"  {algo} policy weights changed: {weights}", flush=True)
         ok &= weights
+    # d-RLAIF: GRPO with the judge as the online reward, its engine alive through training (the peak memory above
+    # is with the judge and the policy both loaded)
+    folder = work / "run-grpo-judge"
+    if clean.is_dir():
+        shutil.copytree(clean, folder, ignore=shutil.ignore_patterns("reward_model", "policy"))
+    ok &= step("policy --algo grpo --reward judge", folder,
+               ["--stages", "policy", "--algo", "grpo", "--reward", "judge", "--max-steps", 2])[1]
+    policy_info = (json.loads((folder / "summary.json").read_text()).get("policy", {})
+                   if (folder / "summary.json").is_file() else {})
+    calls = policy_info.get("reward_calls", 0)
+    print(f"  judge ratings during training: reward_calls {calls}, cache hits {policy_info.get('reward_cache_hits')}, "
+          f"{policy_info.get('reward_seconds')} s", flush=True)
+    ok &= calls > 0
 
     resumed = work / "run-killed"
     cache = resumed / "cache" / "judgments.jsonl"

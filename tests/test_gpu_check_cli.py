@@ -32,6 +32,9 @@ def test_gpu_check_cli_on_cpu(tmp_path):
         assert m and float(m.group(1)) >= 0 and int(m.group(2)) > 100, (stage, first)
     assert "reward,policy --algo ppo: exit 0" in out and "ppo policy weights changed: True" in out
     assert "reward,policy --algo rloo: exit 0" in out and "rloo policy weights changed: True" in out
+    assert "policy --algo grpo --reward judge: exit 0" in out  # d-RLAIF, the judge alive through training
+    calls = re.search(r"judge ratings during training: reward_calls (\d+)", out)
+    assert calls and int(calls.group(1)) > 0
     assert "killed during judging: exit -9" in out
     killed = re.search(r"killed with (\d+) of (\d+) judgments in the cache: mid-judging", out)
     assert killed and 0 < int(killed.group(1)) < int(killed.group(2))

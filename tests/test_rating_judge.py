@@ -183,6 +183,7 @@ def test_agreement_with_a_rating_judge(tmp_path, monkeypatch):
     engine = FakeEngine()
     monkeypatch.setattr("rlaif.engines.factory.EnginePool.get", lambda self, model, base_url=None: engine)
     monkeypatch.setattr("rlaif.models.resolve", lambda name: (name, f"fake:{name}"))
+    monkeypatch.setattr("rlaif.judging.rating.check_judge_labels", lambda model, constitution: None)  # no tokenizer
     out = tmp_path / "out"
     assert run_cli("agreement", "--constitution", constitution, "--human", fixture, "--output-dir", out) == 0
     assert engine.calls["label_logprobs"] == 24  # 12 pairs x 1 principle x 2 responses
@@ -193,14 +194,20 @@ def test_agreement_with_a_rating_judge(tmp_path, monkeypatch):
     assert "mode <code>rating</code>" in (out / "report.html").read_text()
 
 
-def test_a_two_token_label_is_one_line_and_exit_2_before_anything_is_written(tmp_path, capsys):
-    """On the embedded tokenizer (loaded alone, no weights): "10" is the tokens "1" and "0"."""
+@pytest.mark.parametrize("command", ["pipeline", "agreement"])
+def test_a_two_token_label_is_one_line_and_exit_2_before_anything_is_written(tmp_path, capsys, command):
+    """On the embedded tokenizer (loaded alone, no weights): "10" is the tokens "1" and "0". The pipeline and
+    `rlaif agreement` both stop before they make a folder or open a cache."""
+    from conftest import ROOT as root
+
     (tmp_path / "ten.j2").write_text('{% set labels = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"] %}'
                                      '{% extends "rating.j2" %}')
     path = tmp_path / "mini.yaml"
     path.write_text(RATING.replace("  mode: rating\n", "  mode: rating\n  template: ten.j2\n"))
     out = tmp_path / "run"
-    code = run_cli("--constitution", path, "--stages", "generate,judge", "--num-prompts", 2, "--output-dir", out)
+    args = (("--stages", "generate,judge", "--num-prompts", 2) if command == "pipeline" else
+            ("agreement", "--human", root / "tests" / "fixtures" / "hh_small.jsonl"))
+    code = run_cli(*args, "--constitution", path, "--output-dir", out)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1, err
     assert "'10' is 2 tokens ('1', '0')" in err[0] and "ten.j2" in err[0] and "set labels" in err[0], err

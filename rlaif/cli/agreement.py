@@ -165,6 +165,10 @@ def main(cfg, args) -> int:
         from rlaif.engines.factory import check_model
 
         check_model(cfg.judge.model, cfg.judge.base_url, "--judge-base-url")  # before any folder is made
+        if constitution.mode == "rating":  # its labels, one token each for the judge's tokenizer
+            from rlaif.judging.rating import check_judge_labels
+
+            check_judge_labels(cfg.judge.model, constitution)
     if "reward" in names:
         from rlaif.engines.factory import check_model
 

@@ -44,6 +44,7 @@ class Engine:
     # (bf16, 32 prompts x 2 x 64 tokens): 185 tokens/s at 8, 232 at 16, 261 at 32.
     batch_size: int = 32
     stats: dict  # counters reported in summary.json (requests, tokens, truncated, ...)
+    start: dict = {}  # where the engine's start went, in seconds by part (vLLM: import, tokenizer, LLM(...))
 
     def generate(self, conversations: Sequence[list[dict]], *, seed: int | Sequence[int], max_new_tokens: int,
                  temperature: float, top_p: float) -> list[str]:

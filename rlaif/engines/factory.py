@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from rlaif.errors import RlaifError
 
@@ -43,6 +44,12 @@ def check_model(model: str, base_url: str | None, url_flag: str = "--judge-base-
     elif not base_url:
         raise RlaifError(f"{model} needs an endpoint", url_flag,
                          "pass the server's base URL, e.g. http://127.0.0.1:8000/v1")
+
+
+def judge_lives_through_training(cfg) -> bool:
+    """--reward judge with the policy stage: the judge rates every completion the trainer samples."""
+    train = getattr(cfg, "train", None)
+    return getattr(train, "reward", None) == "judge" and "policy" in (getattr(cfg, "stages", None) or ())
 
 
 # Context given to a local engine when --max-model-len is unset: the model's own, capped here. vLLM sizes its
@@ -93,9 +100,15 @@ class EnginePool:
     def __init__(self, cfg, plan=()):
         check_memory_settings(cfg)
         self.cfg = cfg
+        judge = getattr(cfg, "judge_engine", None) or cfg.engine
+        if judge == "auto" and judge_lives_through_training(cfg):
+            # --reward judge keeps the judge beside trl's training: a transformers engine takes its weights' memory,
+            # where vLLM would claim --gpu-memory-utilization of the GPU (--judge-engine vllm still asks for it)
+            judge = "hf"
         self.backends = {"policy": choose_backend(getattr(cfg, "policy_engine", None) or cfg.engine),
-                         "judge": choose_backend(getattr(cfg, "judge_engine", None) or cfg.engine)}
+                         "judge": choose_backend(judge)}
         self._engines = {}
+        self._starts = []  # engines built since take_starts() last ran: their start, for the stage that paid it
         self.plan = [(step, [self._key(*m) for m in models]) for step, models in plan]
 
     def _key(self, model: str, base_url: str | None = None, role: str = "policy"):
@@ -108,8 +121,21 @@ class EnginePool:
         """The engine of `model` for `role` (policy or judge), built on first use."""
         key = self._key(model, base_url, role)
         if key not in self._engines:
-            self._engines[key] = self._build(model, base_url, backend=key[0])
+            self._engines[key] = self._timed(key, self._build, model, base_url, backend=key[0])
         return self._engines[key]
+
+    def _timed(self, key, make, *args, **kw):
+        started = time.perf_counter()
+        engine = make(*args, **kw)
+        self._starts.append({"engine": ":".join(key[:-2]), "model": key[-2], "seconds": round(time.perf_counter() - started, 2),
+                             **{k: round(v, 2) for k, v in (getattr(engine, "start", None) or {}).items()}})
+        return engine
+
+    def take_starts(self) -> dict:
+        """The engines built since the last call (for the stage that paid for them): their total start seconds, and
+        each one's parts. A stage's work is its seconds less these."""
+        starts, self._starts = self._starts, []
+        return {"seconds": round(sum(s["seconds"] for s in starts), 2), "engines": starts}
 
     def judge(self, model: str, base_url: str | None = None):
         """The judge's engine of `model`. When both roles use the same kind of engine, that is `get(model,
@@ -129,7 +155,8 @@ class EnginePool:
         if ("ray",) + key not in self._engines:
             from rlaif.engines.replicas import RayEngine
 
-            self._engines[("ray",) + key] = RayEngine(self.cfg, model, base_url, key[0], build=replica_engine)
+            self._engines[("ray",) + key] = self._timed(("ray",) + key, RayEngine, self.cfg, model, base_url, key[0],
+                                                        build=replica_engine)
         return self._engines[("ray",) + key]
 
     def alive(self) -> list:

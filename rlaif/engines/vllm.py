@@ -155,17 +155,26 @@ class VLLMEngine(Engine):
             # vLLM's CPU top-p sorts the whole vocabulary for every row at every step: 62% of generation time.
             engine_kwargs.setdefault("logits_processors", [NUCLEUS])
 
-        from transformers import AutoTokenizer
+        import time
+
+        clock = time.perf_counter()
         from vllm import LLM
+
+        self.start = {"import_s": time.perf_counter() - clock}  # the first engine of a process pays the import
+        clock = time.perf_counter()
+        from transformers import AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
+        self.start["tokenizer_s"] = time.perf_counter() - clock
         self.args = engine_args(path, dtype=name, trust_remote_code=trust_remote_code,
                                 tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size,
                                 enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
                                 max_model_len=max_model_len, seed=seed, **engine_kwargs)
+        clock = time.perf_counter()
         self.llm = LLM(**self.args)
+        self.start["engine_s"] = time.perf_counter() - clock  # vLLM's own: weights, compile, KV cache, warm-up
         self.own_top_p = NUCLEUS in (self.args.get("logits_processors") or [])
         self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
         self.identity = f"vllm:{identity}:{name}:ctx{self.max_context}"  # the context decides where prompts are cut
