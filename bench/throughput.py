@@ -205,6 +205,10 @@ def main() -> int:
               f"{cot_s / lp_s:.2f} (CoT: {tokens:.0f} tokens per rationale, budget {settings['max_new_tokens']}, "
               f"{counts['parse_failures']} of {2 * n_judge} without a verdict; batch {engine.batch_size})", flush=True)
 
+    # vLLM's first log-prob request costs a one-off (1.7 s measured here: 5.36 s for the first 32 judgments, 3.66 s
+    # for the same 32 again from a cold prefix cache, 3.69 s of bare prefill): part of the engine's start, timed
+    # apart as generation's warm-up is, not a per-judgment cost
+    _, result["vllm_first_logprob_call_s"] = timed(vl.label_logprobs, convs[:1], ["A", "B"])
     judge_modes(vl, "vllm", cold=vl.llm.reset_prefix_cache)
     floor(vl, "vllm", pairs, constitution, kw, result, cold=vl.llm.reset_prefix_cache)
 
@@ -226,6 +230,7 @@ def main() -> int:
     print(f"prefix cache (about {shared} shared tokens: a principle with 6 examples): on {n_judge / on_s:.2f} pairs/s, "
           f"off {n_judge / off_s:.2f} pairs/s", flush=True)
 
+    _, result["hf_first_logprob_call_s"] = timed(hf.label_logprobs, convs[:1], ["A", "B"])  # as vLLM's
     judge_modes(hf, "hf")  # after vLLM has closed: nothing else runs on the cores
     floor(hf, "hf", pairs, constitution, kw, result)
     hf.close()
