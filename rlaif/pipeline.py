@@ -68,9 +68,10 @@ def main(cfg, dry_run: bool = False, list_principles: bool = False) -> int:
         return print_principles(constitution)
     if dry_run:
         return print_dry_run(cfg, constitution)
-    if cfg.executor == "ray":  # before anything is read or written: Ray missing, no cluster at the address, or
-        from rlaif.engines.replicas import check_address, check_cluster, import_ray  # replicas it cannot hold,
-        # is one line and exit 2
+    if cfg.executor == "ray":  # before anything is read or written, one line and exit 2 for: Ray missing, no
+        # cluster at the address, or replicas the cluster cannot hold
+        from rlaif.engines.replicas import check_address, check_cluster, import_ray
+
         import_ray()
         check_address(cfg.ray.address)
         if {"generate", "judge", "revise"} & set(cfg.stages):

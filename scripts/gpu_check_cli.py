@@ -233,7 +233,7 @@ def main(args) -> int:
         weights = (folder / "policy").is_dir() and changed(policy, folder / "policy")
         print(f"  {algo} policy weights changed: {weights}", flush=True)
         ok &= weights
-    # d-RLAIF: GRPO with the judge as the online reward, its engine alive through training (the peak memory above
+    # d-RLAIF: GRPO with the judge as the online reward, its engine alive through training (this step's peak memory
     # is with the judge and the policy both loaded)
     folder = work / "run-grpo-judge"
     if clean.is_dir():

@@ -127,7 +127,8 @@ class EnginePool:
     def _timed(self, key, make, *args, **kw):
         started = time.perf_counter()
         engine = make(*args, **kw)
-        self._starts.append({"engine": ":".join(key[:-2]), "model": key[-2], "seconds": round(time.perf_counter() - started, 2),
+        self._starts.append({"engine": ":".join(key[:-2]), "model": key[-2],
+                             "seconds": round(time.perf_counter() - started, 2),
                              **{k: round(v, 2) for k, v in (getattr(engine, "start", None) or {}).items()}})
         return engine
 
