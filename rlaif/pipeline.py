@@ -127,16 +127,18 @@ def engine_plan(cfg, run: Run) -> list:
     return [(step, needs.get(step, [])) for step in steps]
 
 
-def _work_seconds(stage: str, seconds: float, start: dict) -> float:
-    """The stage's seconds less its engines' start (what tokens/s and seconds per pair are made of). When a vLLM
-    engine's start took longer than the work it then did, one line says that --engine hf is faster at this size."""
+def _engine_start(pool, stage: str, seconds: float) -> tuple[float, dict]:
+    """The stage's seconds less the start of the engines built for it (what tokens/s and seconds per pair are made
+    of), and the summary fields that report that start. When a vLLM engine's start took longer than the work it then
+    did, one line says that --engine hf is faster at this size."""
+    start = pool.take_starts()
     work = max(seconds - start["seconds"], 1e-9)
     slow = [s for s in start["engines"] if s["engine"].endswith("vllm") and s["seconds"] > work]
     if slow:
         print(f"rlaif: hint: vLLM took {slow[0]['seconds']:.1f} s to start, longer than the {stage} stage's "
               f"{work:.1f} s of work after it; for runs this small --engine hf is faster (it starts in seconds), "
               "or --vllm enforce_eager=true (no compile: a shorter start, slower after it)", file=sys.stderr)
-    return work
+    return work, {"engine_start_seconds": start["seconds"], "engine_start": start["engines"]}
 
 
 def _stage(run: Run, name: str, started: float, info: dict, cfg, constitution) -> None:
@@ -219,11 +221,10 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
         # On disk, in prompt order (with K > 2, pairs.jsonl was just written whole for these prompts)
         pairs = PairsFile(run.pairs, (pair_id(i, p) for i, p in enumerate(train_prompts))
                           if cfg.generate.samples_per_prompt == 2 else None)
-        start = pool.take_starts()
-        seconds = _work_seconds("generate", time.time() - t, start)
+        seconds, started = _engine_start(pool, "generate", time.time() - t)
         _stage(run, "generate", t, {**counts, "model": cfg.generate.model, "completion_tokens": tokens,
                                     "tokens_per_second": round(tokens / seconds, 1) if counts["generated"] and tokens else None,
-                                    "engine_start_seconds": start["seconds"], "engine_start": start["engines"],
+                                    **started,
                                     "truncated_prompts": engine.stats.get("truncated", 0)}, cfg, constitution)
         pool.done("generate")  # released unless the judge is the same model
         del engine
@@ -244,11 +245,10 @@ def _run(cfg, constitution, run: Run, pool, train_prompts, eval_prompts, uses_pr
                                                      batch_size=cfg.judge.batch_size, counts=counts))
         print(f"rlaif: judge: reused {counts['reused']} judgments from the cache, judged {counts['judged']}",
               file=sys.stderr)
-        start = pool.take_starts()
-        seconds = _work_seconds("judge", time.time() - t, start)
+        seconds, started = _engine_start(pool, "judge", time.time() - t)
         _stage(run, "judge", t, {**counts, "mode": mode, "pairs": len(pairs),
                                  "seconds_per_pair": round(seconds / len(pairs), 3) if counts["judged"] and pairs else None,
-                                 "engine_start_seconds": start["seconds"], "engine_start": start["engines"],
+                                 **started,
                                  "engine": getattr(engine, "stats", {})}, cfg, constitution)
         pool.done("judge")
         del engine
