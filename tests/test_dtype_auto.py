@@ -148,3 +148,28 @@ def test_vllm_on_cpu_takes_the_measured_choice_and_an_explicit_dtype_wins(tmp_pa
     monkeypatch.setattr(measured, "decide", lambda *a: pytest.fail("auto was measured for an explicit dtype"))
     with pytest.raises(Handed, match="bfloat16"):
         vllm_engine.VLLMEngine(path, identity, dtype="bfloat16", role="judge", max_model_len=512)
+
+
+def test_a_model_trained_from_another_reuses_its_choice_and_another_shape_does_not(tmp_path, monkeypatch):
+    """The key is the config's shapes: new weights in the same architecture (a trained policy in a new folder) read
+    the cached choice; one more layer is another architecture and is measured."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(measured, "native_bf16", lambda: True)
+    folders = {}
+    for name, seed, layers in (("base", 0, 2), ("trained", 1, 2), ("deeper", 0, 3)):
+        torch.manual_seed(seed)
+        LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                                     num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path / name)
+        folders[name] = measured.architecture(str(tmp_path / name), f"local:{name}")
+    assert folders["base"] == folders["trained"] != folders["deeper"] and folders["base"].startswith("arch:")
+    assert measured.architecture(str(tmp_path / "missing"), "local:missing") == "local:missing"
+    measurements = []
+    monkeypatch.setattr(measured, "measure", lambda model: measurements.append(model) or {"prefill": 1.0, "decode": 1.0})
+
+    def load(folder):
+        return lambda torch_dtype: LlamaForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+    for name in ("base", "trained", "deeper"):
+        measured.choose(load(tmp_path / name), folders[name], "judge")
+    assert len(measurements) == 4  # fp32 and bf16 for "base" and for "deeper"; "trained" read base's entry

@@ -4,8 +4,9 @@ A CPU with AVX512-BF16 can still run a model's prefill slower in bf16 than in fp
 AMX did, issue 17: 1.94 vs 1.41 judgments/s), while an AMD EPYC with the same flag ran it faster. So at
 engine start the same small prefill (2 x 128 tokens, last-position logits) and decode (4 prompts, 8 new
 tokens) run in both dtypes; the faster wins, weighing prefill for a judge, decode for a generator and both
-for an engine that does both. The choice is cached per (CPU model, torch version, model identity, role)
-in `<rlaif cache>/dtype-choice.json` and printed. CPUs without native bf16 get fp32 unmeasured; CUDA gets
+for an engine that does both. The choice is cached per (CPU model, torch version, model architecture, role)
+in `<rlaif cache>/dtype-choice.json` and printed. The architecture is the config's shapes, not the weights: a
+policy, SFT model or merged LoRA trained from a model reuses the choice measured for that model. CPUs without native bf16 get fp32 unmeasured; CUDA gets
 bf16; an explicit --dtype always wins (neither of those reaches this module). vLLM on a CPU takes the same
 measured choice (decide_for_vllm), timed through transformers. A measurement is only as good
 as the machine was quiet: each entry keeps the threads and load average it was taken with; delete it to redo.
@@ -23,6 +24,27 @@ from pathlib import Path
 PREFILL = (2, 128)  # prompts x tokens
 DECODE = (4, 16, 8)  # prompts x prompt tokens x new tokens
 BUDGET_S = 8.0  # repeats are skipped when one warm-up run takes more than an eighth of this
+
+
+SHAPE = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+         "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings")
+
+
+def architecture(path: str, identity: str, trust_remote_code: bool = False) -> str:
+    """What the measurement depends on: the shapes in the model's config (and its quantisation method, if any),
+    not its weights. A config that cannot be read, or has no hidden_size at its top level, keys by identity."""
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).to_dict()
+    except Exception:  # noqa: BLE001 - any failure only costs a measurement keyed by identity
+        return identity
+    if not config.get("hidden_size"):
+        return identity
+    shape = {k: config[k] for k in SHAPE if config.get(k) is not None}
+    if config.get("quantization_config"):
+        shape["quantization"] = config["quantization_config"].get("quant_method", "yes")
+    return "arch:" + json.dumps(shape, sort_keys=True, separators=(",", ":"))
 
 
 def cpu_model() -> str:
@@ -83,21 +105,22 @@ def cost(timings: dict, role: str) -> float:
     return {"judge": timings["prefill"], "generate": timings["decode"]}.get(role, timings["prefill"] + timings["decode"])
 
 
-def choose(load, identity: str, role: str):
-    """(model, dtype name, why) for dtype auto on CPU. `load(torch_dtype)` builds the model."""
+def choose(load, arch: str, role: str):
+    """(model, dtype name, why) for dtype auto on CPU. `load(torch_dtype)` builds the model; `arch` is
+    architecture()'s key."""
     import torch
 
-    name, why, model = decide(load, identity, role)
+    name, why, model = decide(load, arch, role)
     return (model if model is not None else load(getattr(torch, name))), name, why
 
 
-def decide(load, identity: str, role: str):
+def decide(load, arch: str, role: str):
     """(dtype name, why, the model in that dtype if it was loaded to measure it, else None)."""
     import torch
 
     if not native_bf16():
         return "float32", "this CPU has no native bf16 (AVX512-BF16 or AMX)", None
-    key = f"{cpu_model()} | torch {torch.__version__} | {identity} | {role}"
+    key = f"{cpu_model()} | torch {torch.__version__} | {arch} | {role}"
     cache = cache_path()
     try:
         known = json.loads(cache.read_text())
@@ -105,7 +128,8 @@ def decide(load, identity: str, role: str):
         known = {}
     if key in known:
         entry = known[key]
-        return entry["dtype"], f"measured before on this CPU ({_summary(entry, role)}; cached in {cache})", None
+        return entry["dtype"], (f"measured before on this CPU for this architecture ({_summary(entry, role)}; "
+                                f"cached in {cache})"), None
     fp32 = load(torch.float32)
     t32 = measure(fp32)
     bf16 = load(torch.bfloat16)  # loaded, not cast: .to() would also cast buffers (RoPE) that loading keeps fp32,
@@ -136,7 +160,7 @@ def decide_for_vllm(path: str, identity: str, role: str, trust_remote_code: bool
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
                                                     use_safetensors=True).eval()
 
-    name, why, model = decide(load, identity, role)
+    name, why, model = decide(load, architecture(path, identity, trust_remote_code), role)
     del model
     release_memory(False)
     return name, why + "; timed through transformers, as a proxy for vLLM"

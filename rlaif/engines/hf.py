@@ -75,7 +75,8 @@ class HFEngine(Engine):
         if dtype == "auto" and self.device == "cpu":
             from rlaif.engines import dtype as measured
 
-            self.model, name, why = measured.choose(load, identity, role)
+            self.model, name, why = measured.choose(load, measured.architecture(path, identity, trust_remote_code),
+                                                    role)
             measured.announce(name, why)
             self.dtype = getattr(torch, name)
         else:
