@@ -1,12 +1,14 @@
-"""Agreement metrics against independent oracles (scikit-learn, scipy) on random data, and small
+"""Agreement metrics against independent oracles (statsmodels, scipy) on random data, and small
 hand-computed examples (arithmetic in the comments)."""
 
 import json
 import random
 
 import pytest
+import numpy as np
 from scipy.stats import binomtest
-from sklearn.metrics import brier_score_loss, cohen_kappa_score
+from statsmodels.stats.inter_rater import cohens_kappa
+from statsmodels.tools.eval_measures import mse
 
 from rlaif.evaluation.metrics import agreement, agreement_with_ties, brier, cohen_kappa, expected_calibration_error, first_shown_picked, human_agreement, judge_agreement_loo, majority_label, position_consistency, prefer_first, prefer_longer, reliability_table, summarize, wilson_ci
 
@@ -58,7 +60,7 @@ def test_cohen_kappa_hand_computed():
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_cohen_kappa_matches_scikit_learn(seed):
+def test_cohen_kappa_matches_statsmodels(seed):
     rng = random.Random(seed)
     n = rng.randint(2, 60)
     labels = ["a", "b", "tie", None]
@@ -69,7 +71,8 @@ def test_cohen_kappa_matches_scikit_learn(seed):
     if len({x for pair in both for x in pair}) < 2:  # one category throughout: kappa is undefined
         assert ours is None
     else:
-        assert ours == pytest.approx(cohen_kappa_score([h for h, _ in both], [j for _, j in both]), abs=1e-12)
+        table = np.array([[sum(1 for pair in both if pair == (h, j)) for j in "ab"] for h in "ab"])
+        assert ours == pytest.approx(cohens_kappa(table).kappa, abs=1e-12)
 
 
 @pytest.mark.parametrize("k,n", [(0, 1), (1, 1), (12, 12), (0, 12), (7, 10), (37, 53), (500, 1000), (999, 1000)])
@@ -128,12 +131,12 @@ def test_human_agreement_leave_one_out_with_skips():
     assert human_agreement([["a"], ["b"]]) is None
 
 
-def test_brier_matches_scikit_learn():
+def test_brier_matches_statsmodels():
     rng = random.Random(3)
     probs = [rng.random() for _ in range(200)]  # the judge's P(a better)
     human_a = [rng.random() < p for p in probs]
     preferred = [p if a else 1 - p for p, a in zip(probs, human_a)]  # P(the human's choice)
-    assert brier(preferred) == pytest.approx(brier_score_loss(human_a, probs), abs=1e-12)
+    assert brier(preferred) == pytest.approx(mse(np.array(probs), np.array(human_a, dtype=float)), abs=1e-12)
     assert brier([]) is None
 
 
