@@ -1,8 +1,11 @@
 """The training issue's contract, run for real on the embedded model:
-`pipeline.py --constitution safety.yaml --num-prompts 8 --max-steps 2 --algo dpo|ppo --output-dir DIR`, with
-short samples and 4 held-out prompts to keep it a smoke test (it took most of CI's time at the defaults)."""
+`pipeline.py --constitution safety.yaml --num-prompts 8 --max-steps 2 --algo dpo --output-dir DIR`, with
+short samples and 4 held-out prompts to keep it a smoke test (it took most of CI's time at the defaults); then
+PPO on that run's preferences and reward model (`--stages policy --algo ppo` on a copy of the folder: the stages
+before the policy do not depend on the algorithm, so running them again would only repeat the DPO run's)."""
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -13,20 +16,41 @@ from rlaif.models import resolve
 
 from conftest import pipeline_cmd
 
-pytestmark = pytest.mark.slow  # loads the model in subprocesses, trains, or both
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_training")]  # the PPO test reuses the DPO run
 # PPO: one pass over each rollout (trl's default is 4) and 16-token rollouts (the default is 64, from max_length):
 # about a third of the policy stage's time; the contract (2 steps, the weights change) is the same
 PPO_SHORT = ("--trl", "num_ppo_epochs=1", "--trl", "response_length=16")
+RUN = ("--constitution", "safety.yaml", "--num-prompts", 8, "--max-steps", 2, "--max-new-tokens", 16,
+       "--eval-prompts", 4)
+
+
+def _run(cwd, *args):
+    proc = subprocess.run(pipeline_cmd(*RUN, *args), capture_output=True, text=True, cwd=cwd, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "run-dpo"
+    _run(out.parent, "--algo", "dpo", "--output-dir", out)
+    return out
+
+
+@pytest.fixture
+def ppo_run(dpo_run, tmp_path):
+    out = tmp_path / "run-ppo"
+    shutil.copytree(dpo_run, out, ignore=shutil.ignore_patterns("policy", "policy.done", "report.html"))
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("policy", "policy_win_rate", "reward_base", "reward_policy"):  # the PPO run must write its own
+        del summary[key]
+    (out / "summary.json").write_text(json.dumps(summary))
+    _run(tmp_path, "--algo", "ppo", *PPO_SHORT, "--stages", "policy", "--output-dir", out)
+    return out
 
 
 @pytest.mark.parametrize("algo", ["dpo", "ppo"])
-def test_full_pipeline_trains_and_evaluates(tmp_path, algo):
-    out = tmp_path / f"run-{algo}"
-    proc = subprocess.run(pipeline_cmd("--constitution", "safety.yaml", "--num-prompts", 8, "--max-steps", 2,
-                                       "--algo", algo, "--max-new-tokens", 16, "--eval-prompts", 4,
-                                       *(PPO_SHORT if algo == "ppo" else ()), "--output-dir", out),
-                          capture_output=True, text=True, cwd=tmp_path, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_full_pipeline_trains_and_evaluates(request, algo):
+    out = request.getfixturevalue(f"{algo}_run")
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["reward_accuracy"] <= 1.0
     assert 0.0 <= summary["policy_win_rate"] <= 1.0

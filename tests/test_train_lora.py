@@ -75,7 +75,9 @@ def test_reward_lora(reward, base_weights, capfd):
 @pytest.mark.parametrize("algo", ["dpo", "rloo", "ppo"])
 def test_policy_lora(algo, base, base_weights, reward, tmp_path, capfd):
     out = tmp_path / "policy"
-    m = train_policy(base, reward[0], _dataset(), out, _cfg(algo=algo), seed=0, response_length=8)
+    # PPO: one pass over each rollout (trl's default is 4), as in test_train: the contract is the same
+    trl = {"num_ppo_epochs": 1} if algo == "ppo" else {}
+    m = train_policy(base, reward[0], _dataset(), out, _cfg(algo=algo, trl=trl), seed=0, response_length=8)
     err = capfd.readouterr().err
     line = next(x for x in err.splitlines() if "parameters (" in x)
     print(f"{algo}: {line}; {m['seconds_per_step']:.2f} s/step")
