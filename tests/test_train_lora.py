@@ -93,20 +93,20 @@ def test_policy_lora(algo, base, base_weights, reward, tmp_path, capfd):
 
 
 def test_lora_resume_is_exact(base, tmp_path, monkeypatch):
-    """A LoRA run resumed from its step-2 checkpoint ends with the adapter of the run that went straight through."""
+    """A LoRA run resumed from its step-1 checkpoint ends with the adapter of the run that went straight through."""
     import shutil
 
     from rlaif.training import checkpoints
 
-    cfg = _cfg(max_steps=4, save_steps=2, max_length=48)
+    cfg = _cfg(max_steps=2, save_steps=1, max_length=48)
     with monkeypatch.context() as m:
         m.setattr(checkpoints, "remove", lambda out_dir, state: None)  # keep the first run's checkpoints
         train_policy(base, tmp_path / "none", _dataset(), tmp_path / "run" / "policy", cfg, seed=0)
     ckpt = tmp_path / "run" / "checkpoints" / "policy"
-    shutil.rmtree(ckpt / "checkpoint-4")  # as if killed between step 2's checkpoint and step 4's
+    shutil.rmtree(ckpt / "checkpoint-2")  # as if killed between step 1's checkpoint and step 2's
     shutil.move(tmp_path / "run" / "policy", tmp_path / "straight")
     m = train_policy(base, tmp_path / "none", _dataset(), tmp_path / "run" / "policy", cfg, seed=0)
-    assert m["resumed_from_step"] == 2 and m["steps"] == 4 and not ckpt.exists()
+    assert m["resumed_from_step"] == 1 and m["steps"] == 2 and not ckpt.exists()
     for name in ("model.safetensors", "adapter/adapter_model.safetensors"):
         a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "run" / "policy" / name)
         assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
