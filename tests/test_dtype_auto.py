@@ -127,7 +127,8 @@ def test_vllm_on_cpu_takes_the_measured_choice_and_an_explicit_dtype_wins(tmp_pa
     from rlaif.engines import vllm as vllm_engine
     from rlaif.models import resolve
 
-    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path))
+    path, identity = resolve("SmolLM2-135M-Instruct")  # before the cache moves: the provisioned model, not a new one
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path))  # a fresh dtype-choice.json
     monkeypatch.setattr(vllm_engine, "auto_dtype", lambda cuda: "bfloat16")
     monkeypatch.setattr(measured, "native_bf16", lambda: True)
     timings = {torch.float32: {"prefill": 1.0, "decode": 2.0}, torch.bfloat16: {"prefill": 1.4, "decode": 1.5}}
@@ -139,7 +140,6 @@ def test_vllm_on_cpu_takes_the_measured_choice_and_an_explicit_dtype_wins(tmp_pa
     def recorder(**kwargs):
         raise Handed(kwargs["dtype"])
     monkeypatch.setattr(vllm, "LLM", recorder)
-    path, identity = resolve("SmolLM2-135M-Instruct")
     for role, want in (("judge", "float32"), ("generate", "bfloat16")):
         with pytest.raises(Handed, match=want):
             vllm_engine.VLLMEngine(path, identity, dtype="auto", role=role, max_model_len=512)
