@@ -166,7 +166,8 @@ def test_a_model_trained_from_another_reuses_its_choice_and_another_shape_does_n
     assert folders["base"] == folders["trained"] != folders["deeper"] and folders["base"].startswith("arch:")
     assert measured.architecture(str(tmp_path / "missing"), "local:missing") == "local:missing"
     measurements = []
-    monkeypatch.setattr(measured, "measure", lambda model: measurements.append(model) or {"prefill": 1.0, "decode": 1.0})
+    monkeypatch.setattr(measured, "measure",
+                        lambda model: measurements.append(model) or {"prefill": 1.0, "decode": 1.0})
 
     def load(folder):
         return lambda torch_dtype: LlamaForCausalLM.from_pretrained(folder, dtype=torch_dtype)

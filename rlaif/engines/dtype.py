@@ -6,10 +6,11 @@ engine start the same small prefill (2 x 128 tokens, last-position logits) and d
 tokens) run in both dtypes; the faster wins, weighing prefill for a judge, decode for a generator and both
 for an engine that does both. The choice is cached per (CPU model, torch version, model architecture, role)
 in `<rlaif cache>/dtype-choice.json` and printed. The architecture is the config's shapes, not the weights: a
-policy, SFT model or merged LoRA trained from a model reuses the choice measured for that model. CPUs without native bf16 get fp32 unmeasured; CUDA gets
-bf16; an explicit --dtype always wins (neither of those reaches this module). vLLM on a CPU takes the same
-measured choice (decide_for_vllm), timed through transformers. A measurement is only as good
-as the machine was quiet: each entry keeps the threads and load average it was taken with; delete it to redo.
+policy, SFT model or merged LoRA trained from a model reuses the choice measured for that model. CPUs without
+native bf16 get fp32 unmeasured; CUDA gets bf16; an explicit --dtype always wins (neither of those reaches this
+module). vLLM on a CPU takes the same measured choice (decide_for_vllm), timed through transformers. A
+measurement is only as good as the machine was quiet: each entry keeps the threads and load average it was
+taken with; delete it to redo.
 """
 
 from __future__ import annotations
